@@ -1,0 +1,266 @@
+"""The ``vibee`` command: one function per subcommand.
+
+A user mistake ends in one line on stderr and a non-zero exit code, never a traceback:
+exit 2 for an invalid configuration or command line, exit 1 for anything else that failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from vibee import __version__
+from vibee.config import Config, ConfigError, load_config
+from vibee.secrets import SecretError, SecretStore
+from vibee.store import users
+from vibee.store.db import Database, DatabaseError
+from vibee.store.migrate import MigrationError, Migrator
+
+T = TypeVar("T")
+
+
+class CliError(Exception):
+    """A failure to report as one line; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise CliError(f"{self.prog}: {message}", code=2)
+
+
+def _load(args: argparse.Namespace) -> Config:
+    try:
+        return load_config(args.config)
+    except ConfigError as exc:
+        raise CliError("\n".join(exc.problems), code=2) from None
+
+
+def _database(config: Config) -> Database:
+    store = SecretStore(config, config.state_dir())
+    password = store.get("database_password")
+    return Database(config.database, config.state_dir(), password.value if password else None)
+
+
+def _run_async(main: Callable[[], Awaitable[T]]) -> T:
+    async def wrapped() -> T:
+        return await main()
+
+    return asyncio.run(wrapped())
+
+
+async def _with_connection(config: Config, work: Callable[[Any], Awaitable[T]]) -> T:
+    db = _database(config)
+    try:
+        conn = await db.connect()
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+    finally:
+        await db.close()
+
+
+# --- vibee config check -------------------------------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _render(table: dict[str, Any], prefix: str = "") -> list[str]:
+    lines: list[str] = []
+    scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in table.items() if isinstance(v, dict)}
+    if prefix and (scalars or not tables):
+        lines.append(f"\n[{prefix}]")
+    for key, value in scalars.items():
+        lines.append(f"# {key} = (unset)" if value is None else f"{key} = {_toml_value(value)}")
+    for key, value in tables.items():
+        lines.extend(_render(value, f"{prefix}.{key}" if prefix else key))
+    return lines
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    """Validate the configuration and print it with every secret shown as ``***``."""
+    config = _load(args)
+    store = SecretStore(config, config.state_dir())
+    problems = []
+    lines = _render(config.model_dump(mode="json"))
+    lines.append("\n# secrets (values never shown)")
+    for name in store.names:
+        try:
+            secret = store.get(name)
+        except SecretError as exc:
+            problems.append(str(exc))
+            continue
+        shown = f"*** ({secret.source})" if secret else "(not set)"
+        lines.append(f"# {name} = {shown}")
+    if problems:
+        raise CliError("\n".join(problems), code=2)
+    print("\n".join(lines).lstrip("\n"))
+    return 0
+
+
+# --- vibee migrate --------------------------------------------------------------------------
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Apply, roll back or show migrations on the configured (or embedded) database."""
+    config = _load(args)
+
+    async def work(conn: Any) -> int:
+        migrator = Migrator(conn)
+        if args.action == "up":
+            ran = await migrator.up()
+            for m in ran:
+                print(f"applied  {m.filename}")
+            if not ran:
+                print("up to date")
+        elif args.action == "down":
+            for m in await migrator.down(args.steps):
+                print(f"reverted {m.filename}")
+        else:
+            status = await migrator.status()
+            for row in status.applied:
+                print(f"applied  {row.version:04d}_{row.name}.sql  {row.applied_at:%Y-%m-%d %H:%M}")
+            for m in status.pending:
+                print(f"pending  {m.filename}")
+        return 0
+
+    return _run_async(lambda: _with_connection(config, work))
+
+
+# --- vibee user -----------------------------------------------------------------------------
+
+
+def _read_password(prompt: str) -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass(prompt)
+        if getpass.getpass("Repeat: ") != first:
+            raise CliError("the two passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\n")
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    """Create, list or disable VIBEE users."""
+    config = _load(args)
+    password = _read_password(f"Password for {args.name}: ") if args.action == "create" else ""
+
+    async def work(conn: Any) -> int:
+        if args.action == "create":
+            user = await users.create(conn, args.name, password)
+            print(f"created user {user.username} (id {user.id})")
+        elif args.action == "disable":
+            user = await users.set_disabled(conn, args.name, True)
+            print(f"disabled user {user.username}")
+        else:
+            for user in await users.list_all(conn):
+                state = "disabled" if user.disabled else "active"
+                print(f"{user.id}\t{user.username}\t{user.subscription_tier}\t{state}")
+        return 0
+
+    return _run_async(lambda: _with_connection(config, work))
+
+
+# --- vibee run ------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the daemon until SIGTERM or SIGINT."""
+    from vibee import app
+
+    return app.main(_load(args))
+
+
+# --- the parser ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="config file (default: ./config.toml, then /etc/vibee/config.toml)",
+    )
+    parser = _Parser(prog="vibee", description="Telegram accounts under AI automation.")
+    parser.add_argument("--version", action="version", version=f"vibee {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("run", parents=[common], help="run the daemon").set_defaults(func=cmd_run)
+
+    config = sub.add_parser("config", help="configuration").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    config.add_parser(
+        "check", parents=[common], help="validate and print the effective configuration"
+    ).set_defaults(func=cmd_config_check)
+
+    migrate = sub.add_parser("migrate", help="database schema").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    migrate.add_parser("up", parents=[common], help="apply pending migrations")
+    down = migrate.add_parser("down", parents=[common], help="roll back the last N migrations")
+    down.add_argument("steps", type=int, nargs="?", default=1, metavar="N")
+    migrate.add_parser("status", parents=[common], help="applied and pending migrations")
+    for name in ("up", "down", "status"):
+        migrate.choices[name].set_defaults(func=cmd_migrate)
+
+    user = sub.add_parser("user", help="VIBEE users").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    create = user.add_parser("create", parents=[common], help="create a user (password: stdin)")
+    create.add_argument("name")
+    disable = user.add_parser("disable", parents=[common], help="disable a user")
+    disable.add_argument("name")
+    user.add_parser("list", parents=[common], help="list users")
+    for name in ("create", "disable", "list"):
+        user.choices[name].set_defaults(func=cmd_user)
+    return parser
+
+
+_EXPECTED = (
+    CliError,
+    ConfigError,
+    SecretError,
+    DatabaseError,
+    MigrationError,
+    users.UserError,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vibee`` console script."""
+    try:
+        args = build_parser().parse_args(argv)
+        code: int = args.func(args)
+        return code
+    except CliError as exc:
+        print(exc, file=sys.stderr)
+        return exc.code
+    except _EXPECTED as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("vibee: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,6 @@
+DROP TABLE IF EXISTS analytics_events;
+DROP TABLE IF EXISTS messages;
+DROP TABLE IF EXISTS chat_configs;
+DROP TABLE IF EXISTS chats;
+DROP TABLE IF EXISTS telegram_sessions;
+DROP TABLE IF EXISTS users;
