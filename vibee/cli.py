@@ -190,6 +190,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return app.main(_load(args))
 
 
+# --- vibee sim ---------------------------------------------------------------------------
+
+
+SIMULATORS = ("llm",)
+
+
+def cmd_sim(simulator: str, rest: Sequence[str]) -> int:
+    """Run a simulator in the foreground; its own options follow the subcommand."""
+    import importlib
+
+    module = importlib.import_module(f"vibee.sim.{simulator}")
+    code: int = module.main(list(rest))
+    return code
+
+
 # --- the parser ---------------------------------------------------------------------------
 
 
@@ -236,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_parser("list", parents=[common], help="list users")
     for name in ("create", "disable", "list"):
         user.choices[name].set_defaults(func=cmd_user)
+
+    sim = sub.add_parser("sim", help="simulators for tests and demos").add_subparsers(
+        dest="simulator", required=True, parser_class=_Parser
+    )
+    # `vibee sim NAME ...` is dispatched by main() before parsing: these are for --help
+    sim.add_parser("llm", help="fake LLM providers (OpenAI, OpenRouter, Anthropic)")
     return parser
 
 
@@ -251,7 +272,10 @@ _EXPECTED = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vibee`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if len(argv) >= 2 and argv[0] == "sim" and argv[1] in SIMULATORS:
+            return cmd_sim(argv[1], argv[2:])
         args = build_parser().parse_args(argv)
         code: int = args.func(args)
         return code

@@ -1,0 +1,1 @@
+"""The AI service: providers, the fallback chain and what surrounds it."""

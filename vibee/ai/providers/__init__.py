@@ -1,0 +1,1 @@
+"""Provider implementations, one per wire format, and :func:`build` to make them."""
