@@ -137,7 +137,30 @@ class AIConfig(_Section):
     timeout_ms: int = Field(30000, gt=0)
     retry_attempts: int = Field(3, ge=0)
     cache_ttl_s: int = Field(3600, ge=0)
+    cache_max_entries: int = Field(10_000, gt=0)
     max_tokens: int = Field(512, gt=0)
+    moderation_blocklist: list[str] = Field(default_factory=list)
+    moderation_patterns: list[str] = Field(default_factory=list)
+    max_input_chars: int = Field(8000, gt=0)
+    max_output_chars: int = Field(4096, gt=0, le=4096)
+    canned_replies: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _patterns_compile(self) -> AIConfig:
+        import re
+
+        for pattern in self.moderation_patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"moderation_patterns: {pattern!r} is not a regex: {exc}"
+                ) from None
+        for language, modes in self.canned_replies.items():
+            for mode, texts in modes.items():
+                if not any(t.strip() for t in texts):
+                    raise ValueError(f"canned_replies.{language}.{mode}: needs a non-empty reply")
+        return self
 
     @model_validator(mode="before")
     @classmethod

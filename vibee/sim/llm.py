@@ -390,7 +390,9 @@ async def stats(request: web.Request) -> web.Response:
 
 async def reset(request: web.Request) -> web.Response:
     """Clear counters and ``fail_first`` state."""
-    request.app[_STATE_KEY] = SimState()
+    state = request.app[_STATE_KEY]
+    state.requests.clear()
+    state.failures_left.clear()
     return web.json_response({"ok": True})
 
 

@@ -1,0 +1,1 @@
+"""Coordination between instances: a local implementation now, Redis for many instances."""
