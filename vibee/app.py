@@ -1,14 +1,45 @@
-"""Composition root: configuration → secrets → logging → database → (supervisor tree)."""
+"""Composition root: configuration → secrets → logging → the supervisor tree (DESIGN 1).
+
+The tree as it stands (children a later capability fills in are absent, not faked)::
+
+    root (rest_for_one)
+    ├── infra (rest_for_one)
+    │   └── database        the pool; starts the embedded Postgres when no URL is set
+    ├── admin               health, readiness, metrics on admin.host:admin.port
+    └── watchdog            systemd WATCHDOG=1 while the tree is healthy (transient: absent
+                            when systemd asked for no watchdog)
+
+``vibee run`` exits 0 after a graceful stop (SIGTERM/SIGINT; a second signal forces the
+exit) and non-zero when the tree cannot start or the root supervisor gives up, so that
+systemd restarts it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
+from aiohttp import web
+
+from vibee.admin.health import Readiness
+from vibee.admin.server import build_admin_app
 from vibee.config import Config
 from vibee.obs import logging as vlog
+from vibee.runtime import (
+    ChildSpec,
+    ChildStartError,
+    Notifier,
+    Restart,
+    Service,
+    ShutdownSignals,
+    Strategy,
+    Supervisor,
+    SupervisorGaveUp,
+    run_watchdog,
+)
 from vibee.secrets import SecretStore
 from vibee.store.db import Database
 
@@ -32,31 +63,153 @@ def prepare_state(config: Config) -> tuple[Path, SecretStore]:
     return state_dir, store
 
 
-async def serve(config: Config) -> int:
-    """Open the database, report readiness and wait for SIGTERM or SIGINT."""
-    state_dir, store = prepare_state(config)
-    password = store.get("database_password")
+class DatabaseService(Service):
+    """Owns the pool (and the embedded server): opened and migrated on start, closed on
+    stop. While it runs, readiness pings the database; the pool reconnects by itself when
+    the server comes back."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__("database")
+        self._db = db
+
+    async def on_start(self) -> None:
+        """Start the embedded server if needed, migrate, open the pool."""
+        await self._db.open()
+
+    async def run(self) -> None:
+        """Nothing to do but hold the pool open until stopped."""
+        await asyncio.Event().wait()
+
+    async def on_stop(self) -> None:
+        """Close the pool and stop the embedded server this process runs."""
+        await self._db.close()
+
+
+class AdminService(Service):
+    """The admin endpoint; binds its port in ``on_start`` so readiness is served at once."""
+
+    def __init__(self, host: str, port: int, app: web.Application) -> None:
+        super().__init__("admin")
+        self._host, self._port = host, port
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self.bound_port = 0
+
+    async def on_start(self) -> None:
+        """Bind the listening socket."""
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        self.bound_port = self._runner.addresses[0][1]
+        log.info("admin endpoint listening", extra={"host": self._host, "port": self.bound_port})
+
+    async def run(self) -> None:
+        """Serve until stopped."""
+        await asyncio.Event().wait()
+
+    async def on_stop(self) -> None:
+        """Close the listener and open connections."""
+        await self._runner.cleanup()
+
+
+@dataclass(slots=True)
+class App:
+    """The built tree and what the process loop needs from it."""
+
+    root: Supervisor
+    db: Database
+    readiness: Readiness
+
+
+def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notifier) -> App:
+    """The supervisor tree for ``config`` (not started)."""
+    password = secrets.get("database_password")
     db = Database(config.database, state_dir, password.value if password else None)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await db.open()
+    readiness = Readiness()
+
+    def infra() -> Supervisor:
+        return Supervisor(
+            "infra",
+            [ChildSpec("database", lambda: DatabaseService(db), shutdown_timeout=15)],
+            strategy=Strategy.REST_FOR_ONE,
+        )
+
+    token = secrets.get("admin_token")
+    admin_app = build_admin_app(readiness, token.value if token else None)
+    root = Supervisor(
+        "root",
+        [
+            ChildSpec("infra", infra, shutdown_timeout=20),
+            ChildSpec(
+                "admin",
+                lambda: AdminService(config.admin.host, config.admin.port, admin_app),
+                shutdown_timeout=5,
+            ),
+            ChildSpec(
+                "watchdog",
+                lambda: Service("watchdog", partial(run_watchdog, notifier, lambda: root.healthy)),
+                restart=Restart.TRANSIENT,
+                shutdown_timeout=1,
+            ),
+        ],
+        strategy=Strategy.REST_FOR_ONE,
+    )
+
+    async def database_ready() -> None:
+        await db.ping()
+
+    async def tree_ready() -> None:
+        if not root.healthy:
+            raise RuntimeError("the supervisor tree is not running")
+
+    readiness.add("database", database_ready)
+    readiness.add("supervisor", tree_ready)
+    return App(root, db, readiness)
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The innermost ``__cause__`` of a chain of supervisor errors."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+async def serve(config: Config) -> int:
+    """Run the tree until a signal or until it gives up. Returns the exit code."""
+    notifier = Notifier.from_env()
+    state_dir, secrets = prepare_state(config)
+    root = build(config, state_dir, secrets, notifier).root
+
+    def ready() -> None:
         log.info("vibee ready", extra={"state_dir": str(state_dir)})
-        await stop.wait()
+        notifier.ready("running")
+
+    def stopping() -> None:
         log.info("vibee stopping")
-    finally:
-        await db.close()
+        notifier.stopping("stopping")
+
+    notifier.status("starting")
+    with ShutdownSignals(on_shutdown=stopping) as signals:
+        try:
+            await root.run(
+                signals.requested,
+                shutdown_timeout=config.runtime.shutdown_timeout_s,
+                on_ready=ready,
+            )
+        except ChildStartError as exc:
+            log.error("vibee could not start", extra={"error": str(root_cause(exc))})
+            notifier.stopping("start failed")
+            return 1
+        except SupervisorGaveUp as exc:
+            log.critical("the supervisor tree gave up", extra={"error": str(root_cause(exc))})
+            notifier.stopping("gave up")
+            return 1
+    log.info("vibee stopped")
     return 0
 
 
 def main(config: Config) -> int:
-    """Run the daemon in this process; returns the exit code."""
+    """Run the daemon in this process under uvloop; returns the exit code."""
     vlog.configure(config.logging.level, config.logging.format)
-    try:
-        import uvloop
+    import uvloop
 
-        return uvloop.run(serve(config))
-    except ImportError:  # pragma: no cover - uvloop is a dependency on every platform we run
-        return asyncio.run(serve(config))
+    return uvloop.run(serve(config))

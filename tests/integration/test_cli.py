@@ -96,7 +96,8 @@ def test_migrate_and_users_against_a_database(clean_env: Path, empty_db_url: str
     assert listed == ["1\talice\tfree\tdisabled"]
     missing = vibee("user", "disable", "nobody", env=env)
     assert missing.returncode == 1 and missing.stderr.strip() == "no user named 'nobody'"
-    assert "reverted 0001_initial.sql" in vibee("migrate", "down", env=env).stdout
+    down = vibee("migrate", "down", "2", env=env).stdout.splitlines()
+    assert down == ["reverted 0002_usage_daily.sql", "reverted 0001_initial.sql"]
 
 
 def test_migrate_uses_the_embedded_database_by_default(clean_env: Path) -> None:

@@ -39,11 +39,6 @@ class EmbeddedPostgres:
         """Stop the server (blocking: run it in a thread from async code)."""
         self._handle.cleanup()
 
-    @property
-    def bin_dir(self) -> Path:
-        """Where ``pg_ctl``, ``postgres`` and ``psql`` live (tests stop and start with it)."""
-        return Path(_import_pgserver().__file__).parent / "pginstall" / "bin"
-
 
 def _drop_dead_pids(datadir: Path) -> None:
     pid_file = datadir / ".handle_pids.json"
@@ -76,6 +71,11 @@ def _import_pgserver() -> Any:
         warnings.simplefilter("ignore")
         import pgserver
     return pgserver
+
+
+def bin_dir() -> Path:
+    """Where the embedded ``pg_ctl``, ``postgres`` and ``psql`` live."""
+    return Path(_import_pgserver().__file__).parent / "pginstall" / "bin"
 
 
 def start(datadir: Path) -> EmbeddedPostgres:
