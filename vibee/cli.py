@@ -190,6 +190,63 @@ def cmd_run(args: argparse.Namespace) -> int:
     return app.main(_load(args))
 
 
+# --- vibee ai ask --------------------------------------------------------------------------
+
+
+def cmd_ai_ask(args: argparse.Namespace) -> int:
+    """Send one prompt through the configured chain and say who answered and how."""
+    import time
+
+    from vibee.ai.base import ChatRequest, Completion, Delta, Message
+    from vibee.ai.router import Refusal
+    from vibee.ai.service import build_router
+
+    config = _load(args)
+    store = SecretStore(config, config.state_dir())
+    request = ChatRequest(
+        messages=(Message("user", args.text),), system=args.system, max_tokens=config.ai.max_tokens
+    )
+
+    async def ask() -> int:
+        router, skipped = build_router(config, store)
+        started = time.monotonic()
+        answer: Completion | Refusal | None = None
+        try:
+            if args.stream:
+                async for item in router.stream(request):
+                    if isinstance(item, Delta):
+                        print(item.text, end="", flush=True)
+                    else:
+                        answer = item
+                print()
+            else:
+                answer = await router.complete(request)
+        finally:
+            await router.close()
+        elapsed_ms = (time.monotonic() - started) * 1000
+        for gone in skipped:
+            print(f"skipped   {gone.name}: {gone.reason}")
+        assert answer is not None
+        for fallback in answer.fallbacks:
+            print(f"fell back {fallback}")
+        if isinstance(answer, Refusal):
+            raise CliError(f"no answer: {answer.reason}: {answer.detail}")
+        if not args.stream:
+            print(answer.text)
+        marks = [m for m in ("canned", "partial", "cached") if getattr(answer, m)]
+        marked = f" [{', '.join(marks)}]" if marks else ""
+        usage = answer.usage
+        estimated = " (estimated)" if usage.estimated else ""
+        print(
+            f"answered by {answer.provider} ({answer.model}){marked} in {elapsed_ms:.0f} ms; "
+            f"tokens: {usage.prompt_tokens} prompt + {usage.completion_tokens} completion"
+            f"{estimated}"
+        )
+        return 0
+
+    return _run_async(ask)
+
+
 # --- vibee sim ---------------------------------------------------------------------------
 
 
@@ -251,6 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_parser("list", parents=[common], help="list users")
     for name in ("create", "disable", "list"):
         user.choices[name].set_defaults(func=cmd_user)
+
+    ai = sub.add_parser("ai", help="the AI chain").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    ask = ai.add_parser("ask", parents=[common], help="one prompt through the configured chain")
+    ask.add_argument("text")
+    ask.add_argument("--stream", action="store_true", help="print the answer as it is written")
+    ask.add_argument("--system", default="", help="a system prompt")
+    ask.set_defaults(func=cmd_ai_ask)
 
     sim = sub.add_parser("sim", help="simulators for tests and demos").add_subparsers(
         dest="simulator", required=True, parser_class=_Parser

@@ -77,7 +77,7 @@ class HttpClient:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, json_serialize=_dumps
+                connector=connector, timeout=self._timeout, headers=_JSON, json_serialize=_dumps
             )
         return self._session
 
@@ -88,7 +88,7 @@ class HttpClient:
         """POST JSON; yields a 2xx response, raises the typed error for anything else."""
         try:
             async with self._get_session().post(
-                url, data=orjson.dumps(payload), headers={**headers, **_JSON}
+                url, data=orjson.dumps(payload), headers=headers
             ) as response:
                 if response.status >= 400:
                     raw = await response.read()
