@@ -53,7 +53,7 @@ def request(i: int) -> ChatRequest:
     return ChatRequest(messages=(Message("user", f"benchmark question {i}"),), max_tokens=64)
 
 
-async def main(total: int, concurrency: int, sequential: int) -> dict[str, object]:
+async def main(total: int, concurrency: int, sequential: int, rounds: int = 5) -> dict[str, object]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "vibee.sim.llm", "--listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE,
@@ -80,7 +80,8 @@ async def main(total: int, concurrency: int, sequential: int) -> dict[str, objec
 
         provider = OpenAICompatProvider("openai", f"{base}/openai/v1", "gpt", "k", 30, 64)
         breaker = CircuitBreaker("bench:openai")
-        router = Router([ProviderSlot(provider, breaker, asyncio.Semaphore(64))], cache=None)
+        slot = ProviderSlot(provider, breaker, asyncio.Semaphore(64), timeout_s=30)
+        router = Router([slot], cache=None)
 
         async def routed(i: int) -> None:
             answer = await router.complete(request(i))
@@ -89,8 +90,14 @@ async def main(total: int, concurrency: int, sequential: int) -> dict[str, objec
         for fn in (bare, routed):  # warm up both
             await load(fn, 500, concurrency)
         results: dict[str, object] = {}
-        bare_rps, _ = await load(bare, total, concurrency)
-        routed_rps, _ = await load(routed, total, concurrency)
+        # alternate rounds so that both see the same machine; compare the medians
+        bare_rounds: list[float] = []
+        routed_rounds: list[float] = []
+        for _ in range(rounds):
+            bare_rounds.append((await load(bare, total // rounds, concurrency))[0])
+            routed_rounds.append((await load(routed, total // rounds, concurrency))[0])
+        bare_rps = statistics.median(bare_rounds)
+        routed_rps = statistics.median(routed_rounds)
         _, bare_seq = await load(bare, sequential, 1)
         _, routed_seq = await load(routed, sequential, 1)
 
@@ -115,6 +122,7 @@ async def main(total: int, concurrency: int, sequential: int) -> dict[str, objec
         results = {
             "benchmark": "ai",
             "requests": total,
+            "rounds": rounds,
             "concurrency": concurrency,
             "bare_rps": round(bare_rps),
             "router_rps": round(routed_rps),

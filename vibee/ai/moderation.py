@@ -66,8 +66,7 @@ class RemoteModeration:
 
     async def flagged(self, text: str) -> bool:
         """True when the endpoint flags ``text``. Raises ProviderError when it fails."""
-        async with self._http.post(self._url, {"input": text}, self._headers) as response:
-            body = await self._http.read_json(response)
+        body = await self._http.post_json(self._url, {"input": text}, self._headers)
         results = body.get("results") or []
         return any(isinstance(r, dict) and r.get("flagged") for r in results)
 

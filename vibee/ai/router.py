@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -46,7 +47,7 @@ from vibee.ai.base import (
     Usage,
     estimate_tokens,
 )
-from vibee.ai.moderation import LocalModeration
+from vibee.ai.moderation import LocalModeration, RemoteModeration
 from vibee.coord.base import Cache
 from vibee.runtime.breaker import CircuitBreaker, CircuitOpenError
 from vibee.runtime.retry import RetryPolicy, retry, retry_after_of
@@ -100,6 +101,9 @@ class ProviderSlot:
     provider: Provider
     breaker: CircuitBreaker
     limit: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(64))
+    timeout_s: float = math.inf
+    """The provider's own timeout per attempt; the router adds one only when the request's
+    deadline is nearer."""
     counters: _Counters = field(init=False)
 
     def __post_init__(self) -> None:
@@ -144,6 +148,7 @@ class Router:
         cache: Cache | None = None,
         cache_ttl_s: float = 3600,
         moderation: LocalModeration | None = None,
+        remote_moderation: RemoteModeration | None = None,
         quota: Quota | None = None,
         timeout_s: float = 30.0,
         retry_attempts: int = 3,
@@ -156,6 +161,7 @@ class Router:
         self._cache = cache
         self._cache_ttl = cache_ttl_s
         self._moderation = moderation
+        self._remote = remote_moderation
         self._quota = quota
         self._timeout = timeout_s
         self._attempts = max(1, retry_attempts)
@@ -203,9 +209,20 @@ class Router:
         prompt = request.system + "".join(m.content for m in request.messages)
         return estimate_tokens(prompt) + request.max_tokens
 
+    async def _flagged_remotely(self, text: str) -> str | None:
+        if self._remote is None:
+            return None
+        try:
+            flagged = await self._remote.flagged(text)
+        except ProviderError as exc:  # fail open: the local filter has already run
+            log.warning("remote moderation unavailable", extra={"reason": exc.reason})
+            return None
+        return "flagged by the moderation endpoint" if flagged else None
+
     async def _admit(self, request: ChatRequest, user_id: int | None) -> Refusal | None:
         if self._moderation is not None and request.messages:
-            reason = self._moderation.check_input(request.messages[-1].content)
+            last = request.messages[-1].content
+            reason = self._moderation.check_input(last) or await self._flagged_remotely(last)
             if reason:
                 metrics.AI_REFUSALS.labels("input_flagged").inc()
                 return Refusal("input_flagged", reason)
@@ -233,6 +250,8 @@ class Router:
             return None
         if self._moderation is not None:
             reason = self._moderation.check_output(answer.text)
+            if not reason and not answer.canned:
+                reason = await self._flagged_remotely(answer.text)
             if reason:
                 metrics.AI_REFUSALS.labels("output_flagged").inc()
                 return Refusal("output_flagged", reason, answer.fallbacks)
@@ -251,13 +270,16 @@ class Router:
 
     async def complete(self, request: ChatRequest, user_id: int | None = None) -> Answer:
         """One answer through the chain (see the module docstring)."""
-        key = self.cache_key(request) if self._caching else ""
-        hit = await self._cached(key)
-        if hit is not None:
-            return hit
-        refused = await self._admit(request, user_id)
-        if refused is not None:
-            return refused
+        key = ""
+        if self._caching:
+            key = self.cache_key(request)
+            hit = await self._cached(key)
+            if hit is not None:
+                return hit
+        if self._moderation is not None or self._quota is not None:
+            refused = await self._admit(request, user_id)
+            if refused is not None:
+                return refused
         deadline = time.monotonic() + self._timeout
         fallbacks: list[str] = []
         answer: Completion | None = None
@@ -277,7 +299,8 @@ class Router:
                     answer = replace(answer, fallbacks=tuple(fallbacks))
                 break
         finally:
-            finished = await self._finish(request, user_id, answer, key)
+            plain = not key and self._quota is None and self._moderation is None
+            finished = answer if plain else await self._finish(request, user_id, answer, key)
         if finished is None:
             metrics.AI_REFUSALS.labels("no_provider").inc()
             return Refusal("no_provider", "no provider answered", tuple(fallbacks))
@@ -288,8 +311,11 @@ class Router:
             started = time.monotonic()
             with slot.breaker.guard(is_failure=counts_against_breaker):
                 async with slot.limit:
-                    async with asyncio.timeout_at(_loop_deadline(deadline)):
+                    if deadline - time.monotonic() >= slot.timeout_s:
                         answer = await slot.provider.complete(request)
+                    else:
+                        async with asyncio.timeout_at(_loop_deadline(deadline)):
+                            answer = await slot.provider.complete(request)
             self._account(slot, answer, started)
             return answer
 

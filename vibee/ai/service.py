@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from vibee.ai.base import Provider
-from vibee.ai.moderation import LocalModeration
+from vibee.ai.moderation import LocalModeration, RemoteModeration
 from vibee.ai.providers.anthropic import AnthropicProvider
 from vibee.ai.providers.canned import DEFAULT_REPLIES, CannedProvider
 from vibee.ai.providers.openai_compat import OpenAICompatProvider
@@ -79,7 +79,8 @@ def build_slots(
                 replies.setdefault(lang, {}).update(modes)
             provider = CannedProvider(name, replies)
         breaker = CircuitBreaker(f"ai:{name}", threshold=threshold, reset_timeout=BREAKER_RESET_S)
-        slots.append(ProviderSlot(provider, breaker, asyncio.Semaphore(spec.max_concurrency)))
+        limit = asyncio.Semaphore(spec.max_concurrency)
+        slots.append(ProviderSlot(provider, breaker, limit, spec.timeout_ms / 1000))
     return slots, skipped
 
 
@@ -118,6 +119,11 @@ def build_router(
     moderation = LocalModeration(
         ai.moderation_blocklist, ai.moderation_patterns, ai.max_input_chars, ai.max_output_chars
     )
+    remote = None
+    if ai.moderation_provider:
+        spec = ai.providers[ai.moderation_provider]
+        key = secrets.get(f"ai_{ai.moderation_provider}_api_key")
+        remote = RemoteModeration(spec.base_url, key.value if key else None, spec.timeout_ms / 1000)
     quota = (
         database_quota(pool, config.limits.ai_requests_per_day, config.limits.ai_tokens_per_day)
         if pool is not None
@@ -128,6 +134,7 @@ def build_router(
         cache=cache if cache is not None else LocalCache(ai.cache_max_entries),
         cache_ttl_s=ai.cache_ttl_s,
         moderation=moderation,
+        remote_moderation=remote,
         quota=quota,
         timeout_s=ai.timeout_ms / 1000,
         retry_attempts=ai.retry_attempts,

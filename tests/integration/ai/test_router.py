@@ -270,3 +270,24 @@ async def test_no_leaked_task_or_connection_after_10000_requests(base: str) -> N
     gc.collect()
     assert len(asyncio.all_tasks()) == tasks_before
     assert provider._http._session is None
+
+
+async def test_remote_moderation_endpoint(base: str) -> None:
+    from vibee.ai.moderation import RemoteModeration
+
+    remote = RemoteModeration(f"{base}/openai/v1", "k")
+    router = fast_router(
+        slot(openai(base, "gpt"), "openai"),
+        moderation=LocalModeration(),
+        remote_moderation=remote,
+    )
+    try:
+        refused = await router.complete(ask("this is Forbidden content"))
+        assert isinstance(refused, Refusal) and refused.reason == "input_flagged"
+        assert refused.detail == "flagged by the moderation endpoint"
+        answer = await router.complete(ask("a fine question"))
+        assert isinstance(answer, Completion)
+        assert (await stats(base)) == {"moderations": 3, "openai": 1}  # in, in, out
+    finally:
+        await router.close()
+        await remote.close()

@@ -64,8 +64,7 @@ class AnthropicProvider:
 
     async def complete(self, request: ChatRequest) -> Completion:
         """The whole answer at once."""
-        async with self._http.post(self._url, self._payload(request, False), self._headers) as r:
-            body = await self._http.read_json(r)
+        body = await self._http.post_json(self._url, self._payload(request, False), self._headers)
         blocks = body.get("content")
         if not isinstance(blocks, list):
             raise RetryableError(self.name, "the answer has no content blocks")

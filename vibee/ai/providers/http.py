@@ -105,18 +105,35 @@ class HttpClient:
         except aiohttp.ClientError as exc:
             raise RetryableError(self._provider, f"connection: {exc.__class__.__name__}") from None
 
-    async def read_json(self, response: aiohttp.ClientResponse) -> dict[str, Any]:
-        """The body as a JSON object; malformed JSON is a retryable error."""
+    async def post_json(
+        self, url: str, payload: dict[str, Any], headers: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """POST JSON and return the JSON object answered (the non-streaming fast path)."""
         try:
-            raw = await response.read()
-            body = orjson.loads(raw)
+            async with self._get_session().post(
+                url, data=orjson.dumps(payload), headers=headers
+            ) as response:
+                raw = await response.read()
+                status = response.status
+                if status >= 400:
+                    try:
+                        body = orjson.loads(raw)
+                    except orjson.JSONDecodeError:
+                        body = None
+                    raise classify(self._provider, status, body, response.headers)
+        except ProviderError:
+            raise
+        except TimeoutError:
+            raise RetryableError(self._provider, "timed out") from None
+        except aiohttp.ClientError as exc:
+            raise RetryableError(self._provider, f"connection: {exc.__class__.__name__}") from None
+        try:
+            answer = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise RetryableError(self._provider, "malformed JSON in the answer") from None
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise RetryableError(self._provider, f"reading: {exc.__class__.__name__}") from None
-        if not isinstance(body, dict):
+        if not isinstance(answer, dict):
             raise RetryableError(self._provider, "the answer is not a JSON object")
-        return body
+        return answer
 
     async def close(self) -> None:
         """Close the session and its connections."""

@@ -83,8 +83,7 @@ class OpenAICompatProvider:
 
     async def complete(self, request: ChatRequest) -> Completion:
         """The whole answer at once."""
-        async with self._http.post(self._url, self._payload(request, False), self._headers) as r:
-            body = await self._http.read_json(r)
+        body = await self._http.post_json(self._url, self._payload(request, False), self._headers)
         try:
             text = body["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
