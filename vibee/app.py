@@ -5,7 +5,10 @@ The tree as it stands (children a later capability fills in are absent, not fake
     root (rest_for_one)
     ├── infra (rest_for_one)
     │   └── database        the pool; starts the embedded Postgres when no URL is set
-    ├── admin               health, readiness, metrics on admin.host:admin.port
+    ├── ingest              new messages from every session, stored in batches
+    ├── sessions            one_for_one, dynamic: session:<id> per Telegram account
+    ├── session-manager     starts a session actor for each runnable session (and sweeps)
+    ├── admin               health, readiness, metrics, /admin/sessions
     └── watchdog            systemd WATCHDOG=1 while the tree is healthy (transient: absent
                             when systemd asked for no watchdog)
 
@@ -25,7 +28,8 @@ from pathlib import Path
 from aiohttp import web
 
 from vibee.admin.health import Readiness
-from vibee.admin.server import build_admin_app
+from vibee.admin.server import build_admin_app, json_response
+from vibee.automation.ingest import Ingest
 from vibee.config import Config
 from vibee.obs import logging as vlog
 from vibee.runtime import (
@@ -42,6 +46,9 @@ from vibee.runtime import (
 )
 from vibee.secrets import SecretStore
 from vibee.store.db import Database
+from vibee.telegram.factory import gateway_factory
+from vibee.telegram.manager import SessionManager
+from vibee.telegram.session_actor import SessionActor
 
 log = logging.getLogger("vibee.app")
 
@@ -120,11 +127,20 @@ class App:
     readiness: Readiness
 
 
+class _Current:
+    """The current incarnation of the children others hold on to across restarts."""
+
+    def __init__(self) -> None:
+        self.ingest: Ingest | None = None
+        self.sessions: Supervisor | None = None
+
+
 def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notifier) -> App:
     """The supervisor tree for ``config`` (not started)."""
     password = secrets.get("database_password")
     db = Database(config.database, state_dir, password.value if password else None)
     readiness = Readiness()
+    current = _Current()
 
     def infra() -> Supervisor:
         return Supervisor(
@@ -133,12 +149,61 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
             strategy=Strategy.REST_FOR_ONE,
         )
 
+    def ingest() -> Ingest:
+        current.ingest = Ingest(db.pool, config.workers.batch_size, config.workers.queue_size)
+        return current.ingest
+
+    def sessions_supervisor() -> Supervisor:
+        current.sessions = Supervisor("sessions", concurrent_stop=True)
+        return current.sessions
+
+    def session_manager() -> SessionManager:
+        assert current.ingest is not None
+        telegram = config.telegram
+        return SessionManager(
+            lambda: current.sessions,
+            db.pool,
+            secrets.keyring("session_keys"),
+            gateway_factory(config, secrets),
+            current.ingest,
+            max_sessions=telegram.max_sessions,
+            per_chat_per_minute=telegram.messages_per_minute_per_chat,
+            circuit_threshold=telegram.circuit_threshold,
+            retry_delay_s=telegram.retry_delay_s,
+        )
+
+    async def list_sessions(_: web.Request) -> web.Response:
+        tree = current.sessions
+        children = [tree.get(name) for name in tree.names()] if tree is not None else []
+        return json_response(
+            {
+                "sessions": [
+                    {"session_id": c.session_id, "user_id": c.user_id, "state": c.state}
+                    for c in children
+                    if isinstance(c, SessionActor)
+                ]
+            }
+        )
+
     token = secrets.get("admin_token")
-    admin_app = build_admin_app(readiness, token.value if token else None)
+    admin_app = build_admin_app(
+        readiness,
+        token.value if token else None,
+        admin_routes=[web.get("/admin/sessions", list_sessions)],
+    )
+    children = [
+        ChildSpec("infra", infra, shutdown_timeout=20),
+        # ingest before sessions: when it restarts, the sessions restart too and resume
+        # from the last stored seq, so nothing queued in the old ingest is lost
+        ChildSpec("ingest", ingest, shutdown_timeout=10),
+        ChildSpec("sessions", sessions_supervisor, shutdown_timeout=15),
+    ]
+    if config.telegram.backend == "sim" or _telethon_available():
+        children.append(ChildSpec("session-manager", session_manager, shutdown_timeout=2))
     root = Supervisor(
         "root",
         [
-            ChildSpec("infra", infra, shutdown_timeout=20),
+            *children,
             ChildSpec(
                 "admin",
                 lambda: AdminService(config.admin.host, config.admin.port, admin_app),
@@ -164,6 +229,13 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
     readiness.add("database", database_ready)
     readiness.add("supervisor", tree_ready)
     return App(root, db, readiness)
+
+
+def _telethon_available() -> bool:
+    """Whether the Telethon backend is built into this version (it lands separately)."""
+    import importlib.util
+
+    return importlib.util.find_spec("vibee.telegram.telethon_gateway") is not None
 
 
 def root_cause(error: BaseException) -> BaseException:

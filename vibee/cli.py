@@ -247,10 +247,105 @@ def cmd_ai_ask(args: argparse.Namespace) -> int:
     return _run_async(ask)
 
 
+# --- vibee login ----------------------------------------------------------------------------
+
+
+def _ask(prompt: str, secret: bool = False) -> str:
+    if sys.stdin.isatty():
+        return (getpass.getpass(prompt) if secret else input(prompt)).strip()
+    print(prompt, end="", flush=True)
+    line = sys.stdin.readline()
+    if not line:
+        raise CliError("login: input ended before the login finished")
+    print()
+    return line.strip()
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    """Connect a Telegram account to a VIBEE user, in the terminal."""
+    from vibee.app import prepare_state
+    from vibee.telegram.factory import gateway_factory
+    from vibee.telegram.gateway import LoginError, PasswordInvalid, PhoneCodeInvalid, QrLogin
+    from vibee.telegram.login import LoginFlow
+
+    config = _load(args)
+    _, store = prepare_state(config)
+    keyring = store.keyring("session_keys")
+    gateways = gateway_factory(config, store)
+
+    def show(token: QrLogin) -> None:
+        import segno
+
+        print("Scan this code in Telegram (Settings > Devices > Link Desktop Device):")
+        segno.make(token.url).terminal(compact=True)
+        print(f"{token.url}\n(valid until {token.expires_at:%H:%M:%S})", flush=True)
+
+    async def password() -> str:
+        return _ask("Two-step verification password: ", secret=True)
+
+    async def work(conn: Any) -> int:
+        user = await users.get_by_name(conn, args.user)
+        flow = LoginFlow(conn, keyring, gateways)
+        if args.qr:
+            step = await flow.qr(user.id, show, password)
+        else:
+            phone = args.phone or _ask("Phone number (international format): ")
+            step = await flow.start(user.id, phone)
+            print(f"A code was sent to {phone} (in the Telegram app or by SMS).")
+            while step.state == "code_sent":
+                try:
+                    step = await flow.submit_code(user.id, step.session_id, _ask("Code: "))
+                except PhoneCodeInvalid as exc:
+                    print(exc.message)
+            while step.state == "password_needed":
+                try:
+                    step = await flow.submit_password(user.id, step.session_id, await password())
+                except PasswordInvalid as exc:
+                    print(exc.message)
+        print(f"connected: session {step.session_id} (Telegram user {step.telegram_user_id})")
+        return 0
+
+    try:
+        return _run_async(lambda: _with_connection(config, work))
+    except LoginError as exc:
+        raise CliError(f"login failed: {exc.message}") from None
+
+
+# --- vibee keys rotate -----------------------------------------------------------------------
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    """Add a new primary key to each keyring VIBEE can write, then re-encrypt every stored
+    Telegram credential with the session keyring's primary key (safe while VIBEE runs)."""
+    from vibee.telegram.session_store import reseal_all
+
+    config = _load(args)
+    store = SecretStore(config, config.state_dir())
+    for name in ("session_keys", "jwt_keys"):
+        added = store.add_key(name) if not args.no_new_key else None
+        if added:
+            print(f"{name}: new primary key {added}")
+        else:
+            print(f"{name}: primary key {store.keyring(name).primary_id} (not changed here)")
+    keyring = store.keyring("session_keys")
+
+    async def work(conn: Any) -> int:
+        report = await reseal_all(conn, keyring)
+        print(f"re-encrypted {report.rotated} credentials; {report.current} already current")
+        if report.unreadable:
+            ids = ", ".join(str(i) for i in report.unreadable)
+            raise CliError(f"cannot decrypt the credentials of sessions {ids}: a key is missing")
+        return 0
+
+    code = _run_async(lambda: _with_connection(config, work))
+    print("restart VIBEE (or every instance) so that new credentials use the new key")
+    return code
+
+
 # --- vibee sim ---------------------------------------------------------------------------
 
 
-SIMULATORS = ("llm",)
+SIMULATORS = ("llm", "telegram")
 
 
 def cmd_sim(simulator: str, rest: Sequence[str]) -> int:
@@ -318,11 +413,33 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--system", default="", help="a system prompt")
     ask.set_defaults(func=cmd_ai_ask)
 
+    login = sub.add_parser(
+        "login", parents=[common], help="connect a Telegram account to a user (interactive)"
+    )
+    login.add_argument("--user", required=True, help="the VIBEE user that owns the account")
+    login.add_argument("--phone", help="the phone number (asked for when not given)")
+    login.add_argument("--qr", action="store_true", help="log in by scanning a QR code")
+    login.set_defaults(func=cmd_login)
+
+    keys = sub.add_parser("keys", help="keyrings").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    rotate = keys.add_parser(
+        "rotate", parents=[common], help="new primary keys; re-encrypt stored credentials"
+    )
+    rotate.add_argument(
+        "--no-new-key",
+        action="store_true",
+        help="only re-encrypt with the current primary key (you rotated the keyring yourself)",
+    )
+    rotate.set_defaults(func=cmd_keys_rotate)
+
     sim = sub.add_parser("sim", help="simulators for tests and demos").add_subparsers(
         dest="simulator", required=True, parser_class=_Parser
     )
     # `vibee sim NAME ...` is dispatched by main() before parsing: these are for --help
     sim.add_parser("llm", help="fake LLM providers (OpenAI, OpenRouter, Anthropic)")
+    sim.add_parser("telegram", help="the simulated Telegram network (see docs/sim.md)")
     return parser
 
 

@@ -130,6 +130,19 @@ class SecretStore:
             made.append(name)
         return made
 
+    def add_key(self, name: str) -> str | None:
+        """Put a new primary key at the top of keyring ``name`` when it lives in a file
+        VIBEE may write (the configured ``*_file`` or the generated one). Returns the new
+        key id, or None when the keyring comes from systemd credentials or the environment
+        (then the operator adds the key there)."""
+        secret = self.require(name)
+        if secret.source == "credentials directory" or secret.source.startswith("environment"):
+            return None
+        path = self._files.get(name) or self._generated_dir / name
+        text = new_keyring_text(secret.value)
+        _write_private(path, text)
+        return Keyring.parse(name, text).primary_id
+
     def keyring(self, name: str) -> Keyring:
         """The keyring stored in the secret ``name``."""
         return Keyring.parse(name, self.require(name).value)

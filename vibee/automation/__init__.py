@@ -1,0 +1,1 @@
+"""Automation: what VIBEE does with the messages its accounts receive."""

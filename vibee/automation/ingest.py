@@ -1,0 +1,135 @@
+"""Ingest: the sessions' new messages, stored in Postgres in batches.
+
+Sessions hand messages over through a bounded queue (``workers.queue_size``); one task
+takes up to ``workers.batch_size`` at a time and stores them in one transaction
+(:func:`vibee.store.inbox.store_batch`): one commit per batch, never one per message.
+A batch that cannot be stored (the database is down) is retried with backoff and never
+dropped; meanwhile the queue fills and the sessions stop reading, so Telegram keeps the
+updates until they can be stored. Nothing is acknowledged (``last_seq``) before it is
+stored: after a crash, Telegram redelivers and the insert is a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+from prometheus_client import Counter
+
+from vibee.runtime import Service
+from vibee.runtime.metrics import track_mailbox, untrack_mailbox
+from vibee.store.inbox import (
+    FLAG_BOT,
+    FLAG_CHANNEL,
+    FLAG_GROUP,
+    FLAG_MENTIONED,
+    FLAG_OUTGOING,
+    InboxRow,
+    store_batch,
+)
+from vibee.telegram.session_actor import Inbound
+
+log = logging.getLogger("vibee.automation.ingest")
+
+RECEIVED = Counter("vibee_messages_received", "Messages received and stored (new ones only).")
+MAX_BACKOFF_S = 10.0
+
+
+def to_row(inbound: Inbound) -> InboxRow:
+    """The row stored for one inbound message."""
+    m = inbound.message
+    flags = (
+        (FLAG_OUTGOING if m.outgoing else 0)
+        | (FLAG_BOT if m.from_bot else 0)
+        | (FLAG_GROUP if m.is_group else 0)
+        | (FLAG_CHANNEL if m.is_channel else 0)
+        | (FLAG_MENTIONED if m.mentions else 0)
+    )
+    return InboxRow(
+        user_id=inbound.user_id,
+        session_id=inbound.session_id,
+        tg_chat_id=m.chat_id,
+        chat_kind=str(m.chat_type),
+        message_id=m.message_id,
+        direction="out" if m.outgoing else "in",
+        sender_id=m.sender_id,
+        text=m.text,
+        reply_to_msg_id=m.reply_to_msg_id,
+        seq=m.seq,
+        flags=flags,
+        tg_date=m.date,
+    )
+
+
+class Ingest(Service):
+    """The ``ingest`` child: a bounded queue in, batched transactions out."""
+
+    queue_label = "ingest"
+
+    def __init__(self, pool: asyncpg.Pool, batch_size: int = 100, queue_size: int = 10_000):
+        super().__init__("ingest", graceful=True)
+        self._pool = pool
+        self._batch_size = batch_size
+        self._queue: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=queue_size)
+
+    def qsize(self) -> int:
+        """Messages waiting to be stored."""
+        return self._queue.qsize()
+
+    async def deliver(self, inbound: Inbound) -> None:
+        """Queue one message; waits while the queue is full (backpressure)."""
+        await self._queue.put(inbound)
+
+    async def on_start(self) -> None:
+        """Export the queue depth."""
+        track_mailbox(self)
+
+    async def on_stop(self) -> None:
+        """Stop exporting the queue depth."""
+        untrack_mailbox(self)
+
+    async def run(self) -> None:
+        """Store batches until stopped; on a graceful stop, store what is queued first."""
+        while not (self.stopping.is_set() and self._queue.empty()):
+            batch = await self._next_batch()
+            if batch:
+                await self._store(batch)
+
+    async def _next_batch(self) -> list[Inbound]:
+        if self._queue.empty():
+            getter = asyncio.ensure_future(self._queue.get())
+            stopper = asyncio.ensure_future(self.stopping.wait())
+            try:
+                await asyncio.wait((getter, stopper), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopper.cancel()
+                if not getter.done():
+                    getter.cancel()
+                await asyncio.wait((getter, stopper))
+            if getter.cancelled():
+                return []
+            batch = [getter.result()]
+        else:
+            batch = [self._queue.get_nowait()]
+        while len(batch) < self._batch_size and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return batch
+
+    async def _store(self, batch: list[Inbound]) -> None:
+        rows = [to_row(inbound) for inbound in batch]
+        failures = 0
+        while True:
+            try:
+                async with self._pool.acquire() as conn:
+                    new = await store_batch(conn, rows)
+                RECEIVED.inc(new)
+                return
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                failures += 1
+                delay = min(MAX_BACKOFF_S, 0.1 * 2 ** min(failures, 10))
+                log.warning(
+                    "cannot store inbound messages; retrying",
+                    extra={"batch": len(rows), "error": repr(exc), "delay": delay},
+                )
+                await asyncio.sleep(delay)

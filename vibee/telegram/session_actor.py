@@ -1,0 +1,233 @@
+"""One Telegram account under VIBEE: its connection, its update stream, its sends.
+
+A session actor is a supervised child (``session:<id>`` under the ``sessions``
+supervisor). It owns the account's gateway and:
+
+* connects with the last stored update seq (so Telegram redelivers what was missed),
+  reconnecting with exponential backoff behind a circuit breaker while Telegram or the
+  network fails, and stops for good (state ``logged_out``) when the credential is dead —
+  no reconnect loop on a revoked session;
+* hands every new message to the pipeline through a bounded queue (:class:`InboundSink`)
+  and never waits for the AI: a slow model must not stall the account's updates;
+* sends replies through a per-chat limiter (``messages_per_minute_per_chat``), shows
+  "typing", and waits out FloodWait / SlowModeWait before sending again — never dropping.
+
+Its state (connecting, connected, transient_disconnect, logged_out, bad_credentials) is
+written to the database and counted in ``vibee_sessions{state}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol
+
+import asyncpg
+from aiolimiter import AsyncLimiter
+from prometheus_client import Gauge
+
+from vibee.obs.logging import bind
+from vibee.runtime import CircuitBreaker, CircuitOpenError, Service
+from vibee.store import sessions
+from vibee.store.sessions import Executor
+from vibee.telegram.gateway import (
+    Disconnected,
+    FloodWait,
+    Gateway,
+    GatewayError,
+    LoggedOut,
+    NewMessage,
+    RandomIdDuplicate,
+    Reconnected,
+    SlowModeWait,
+)
+
+log = logging.getLogger("vibee.telegram.session")
+
+SESSIONS = Gauge("vibee_sessions", "Telegram sessions by state, on this instance.", ["state"])
+MAX_CHAT_LIMITERS = 4096
+MAX_BACKOFF_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A message that arrived on one of our accounts, as the pipeline sees it."""
+
+    session_id: int
+    user_id: int
+    message: NewMessage
+
+
+class InboundSink(Protocol):
+    """Where new messages go (the pipeline's ingest). ``deliver`` awaits space in a bounded
+    queue; the sink stores the message and the session's seq together."""
+
+    async def deliver(self, inbound: Inbound) -> None:
+        """Accept one message (backpressure: waits while the queue is full)."""
+        ...
+
+
+class SessionActor(Service):
+    """The child that runs one Telegram account (see the module docstring)."""
+
+    def __init__(
+        self,
+        session_id: int,
+        user_id: int,
+        last_seq: int,
+        gateway: Gateway,
+        db: Executor,
+        sink: InboundSink,
+        *,
+        per_chat_per_minute: int = 10,
+        circuit_threshold: int = 5,
+        retry_delay_s: float = 1.0,
+    ) -> None:
+        super().__init__(f"session:{session_id}")
+        self.session_id = session_id
+        self.user_id = user_id
+        self._last_seq = last_seq
+        self._gateway = gateway
+        self._db = db
+        self._sink = sink
+        self._per_chat = per_chat_per_minute
+        self._limiters: OrderedDict[int, AsyncLimiter] = OrderedDict()
+        self._breaker = CircuitBreaker(
+            f"telegram:{session_id}", threshold=circuit_threshold, reset_timeout=30.0
+        )
+        self._retry_delay = retry_delay_s
+        self.state = "new"
+        self.connected = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, pump updates, reconnect with backoff; return once logged out."""
+        with bind(session_id=self.session_id, user_id=self.user_id):
+            try:
+                await self._connect_and_pump()
+            finally:
+                self.connected.clear()
+                await self._gateway.disconnect()
+                SESSIONS.labels(self.state).dec()
+
+    async def _connect_and_pump(self) -> None:
+        SESSIONS.labels(self.state).inc()
+        failures = 0
+        while True:
+            await self._set_state("connecting")
+            try:
+                with self._breaker.guard(is_failure=_counts):
+                    me = await self._gateway.connect(self._last_seq)
+            except CircuitOpenError as exc:
+                await asyncio.sleep(max(exc.retry_after or 0.0, self._retry_delay))
+                continue
+            except GatewayError as exc:
+                if exc.ends_session:
+                    await self._set_state("logged_out", exc.message)
+                    return
+                if exc.permanent:
+                    await self._set_state("bad_credentials", exc.message)
+                    return
+                failures += 1
+                await self._set_state("transient_disconnect", exc.message)
+                await asyncio.sleep(self._backoff(failures, exc.retry_after))
+                continue
+            if me is None:
+                await self._set_state("bad_credentials", "the credential is not authorized")
+                return
+            failures = 0
+            await self._set_state("connected")
+            self.connected.set()
+            if await self._pump():
+                return
+
+    async def _pump(self) -> bool:
+        """Feed updates to the sink. True when the session ended for good."""
+        async for event in self._gateway.events():
+            if isinstance(event, NewMessage):
+                await self._sink.deliver(Inbound(self.session_id, self.user_id, event))
+                self._last_seq = max(self._last_seq, event.seq)
+            elif isinstance(event, Disconnected):
+                self.connected.clear()
+                await self._set_state("transient_disconnect", event.reason)
+            elif isinstance(event, Reconnected):
+                await self._set_state("connected")
+                self.connected.set()
+            elif isinstance(event, LoggedOut):
+                self.connected.clear()
+                await self._set_state("logged_out", event.error.message)
+                return True
+        return False  # the stream ended without a verdict: connect again
+
+    def _backoff(self, failures: int, hinted: float | None) -> float:
+        if hinted is not None:
+            return hinted
+        cap = min(MAX_BACKOFF_S, self._retry_delay * 2 ** min(failures - 1, 16))
+        return random.uniform(cap / 2, cap)
+
+    async def _set_state(self, state: str, reason: str | None = None) -> None:
+        if state != self.state:
+            SESSIONS.labels(self.state).dec()
+            SESSIONS.labels(state).inc()
+            level = logging.WARNING if state in ("logged_out", "bad_credentials") else logging.INFO
+            log.log(level, "session %s", state, extra={"reason": reason} if reason else None)
+        self.state = state
+        try:
+            await sessions.set_state(self._db, self.session_id, state, reason)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # the database is down: the connection matters more than the state column
+            log.warning("cannot record session state", extra={"error": repr(exc)})
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def _limiter(self, chat_id: int) -> AsyncLimiter:
+        limiter = self._limiters.get(chat_id)
+        if limiter is None:
+            limiter = AsyncLimiter(self._per_chat, 60)
+            self._limiters[chat_id] = limiter
+            if len(self._limiters) > MAX_CHAT_LIMITERS:
+                self._limiters.popitem(last=False)
+        else:
+            self._limiters.move_to_end(chat_id)
+        return limiter
+
+    async def typing(self, chat_id: int) -> None:
+        """Show "typing…" in the chat (best effort)."""
+        try:
+            await self._gateway.send_typing(chat_id)
+        except GatewayError as exc:
+            log.debug("typing failed", extra={"chat": chat_id, "error": exc.code})
+
+    async def send(
+        self, chat_id: int, text: str, random_id: int, reply_to: int | None = None
+    ) -> int | None:
+        """Send with our ``random_id``. Returns the message id, or None when Telegram says
+        this random_id was already sent. Waits out FloodWait/SlowModeWait (never drops);
+        raises other GatewayErrors (the caller retries transient ones or dead-letters)."""
+        while True:
+            async with self._limiter(chat_id):
+                try:
+                    with self._breaker.guard(is_failure=_counts):
+                        return await self._gateway.send_message(
+                            chat_id, text, random_id=random_id, reply_to=reply_to
+                        )
+                except RandomIdDuplicate:
+                    return None
+                except (FloodWait, SlowModeWait) as exc:
+                    log.info(
+                        "telegram asks to wait before sending",
+                        extra={"chat": chat_id, "seconds": exc.seconds, "kind": exc.code},
+                    )
+                    wait = exc.seconds
+            await asyncio.sleep(wait)
+
+
+def _counts(error: BaseException) -> bool:
+    """Which failures count against the session's breaker: the transient ones."""
+    if isinstance(error, GatewayError):
+        return not error.permanent and not isinstance(error, FloodWait | SlowModeWait)
+    return isinstance(error, OSError | TimeoutError)
