@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
+import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -24,12 +27,24 @@ def database_url(server_url: str, name: str) -> str:
     return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
 
 
+def outside_pytest_tmp(prefix: str) -> Path:
+    """A fresh directory under the system temp dir, not under pytest's base temp.
+
+    As root, the embedded Postgres runs as the ``pgserver`` user, which must traverse the
+    path; pytest resets its ``pytest-of-<user>`` folder to mode 0700 whenever a pytest
+    process starts, which would cut a running server off from its own data.
+    """
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[embedded.EmbeddedPostgres]:
+def pg_server() -> Iterator[embedded.EmbeddedPostgres]:
     """The embedded Postgres the product uses, started once for the whole session."""
-    server = embedded.start(tmp_path_factory.mktemp("pg") / "data")
+    root = outside_pytest_tmp("vibee-test-pg-")
+    server = embedded.start(root / "data")
     yield server
     server.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -96,12 +111,25 @@ async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     """No VIBEE_* or systemd variables from the outside; a temporary state directory."""
     for name in list(os.environ):
         if name.startswith("VIBEE_") or name in ("CREDENTIALS_DIRECTORY", "STATE_DIRECTORY"):
             monkeypatch.delenv(name)
-    state = tmp_path / "state"
+    state = outside_pytest_tmp("vibee-test-state-") / "state"
     monkeypatch.setenv("VIBEE_RUNTIME__STATE_DIR", str(state))
     monkeypatch.chdir(tmp_path)
-    return state
+    yield state
+    stop_leftover_postgres(state / "pg")
+    shutil.rmtree(state.parent, ignore_errors=True)
+
+
+def stop_leftover_postgres(datadir: Path) -> None:
+    """Stop an embedded Postgres a killed daemon left running in ``datadir``."""
+    pidfile = datadir / "postmaster.pid"
+    if not pidfile.exists():
+        return
+    command = [str(embedded.bin_dir() / "pg_ctl"), "-D", str(datadir), "stop", "-m", "immediate"]
+    if os.geteuid() == 0:
+        command = ["runuser", "-u", "pgserver", "--", *command]
+    subprocess.run(command, capture_output=True, timeout=60, check=False)

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.integration.telegram.world import SimWorld, eventually
+from tests.integration.telegram.world import ControlError, SimWorld, eventually
 from tests.integration.test_run import Daemon
 
 
@@ -63,9 +63,11 @@ async def test_login_in_a_terminal_then_run_and_rotate(
     proc.stdin.flush()
 
     async def code() -> str | None:
+        if proc.poll() is not None:  # it gave up before asking for the code: say why
+            raise AssertionError(f"vibee login exited: {proc.communicate()}")
         try:
             return await sim_world.login_code(phone)
-        except Exception:
+        except ControlError:
             return None
 
     real = await eventually(code)

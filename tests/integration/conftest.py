@@ -1,7 +1,10 @@
-"""The simulated Telegram network as a real process, and a world per test over it."""
+"""Simulators shared by the integration tests: the Telegram sim and the fake LLM providers,
+each a real process on a free loopback port."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
@@ -29,3 +32,19 @@ async def sim_world(sim_url: str) -> AsyncIterator[SimWorld]:
         yield world
         for account in world.accounts:
             assert await world.max_connections(account) <= 1, account
+
+
+@pytest.fixture(scope="session")
+def sim_llm() -> Iterator[str]:
+    """Base URL of a running fake-provider server."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vibee.sim.llm", "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("listening on "), line
+    yield line.split()[-1]
+    proc.terminate()
+    proc.wait(timeout=10)
