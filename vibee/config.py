@@ -43,6 +43,9 @@ class ServerConfig(_Section):
 
     host: str = "0.0.0.0"  # noqa: S104 - the public API is meant to listen everywhere
     port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(65536, gt=0)
+    user_cache_ttl_s: float = Field(2.0, ge=0)
+    allow_registration: bool = True
 
 
 class AdminConfig(_Section):
@@ -197,13 +200,34 @@ class AIConfig(_Section):
         return self
 
 
+class TierConfig(_Section):
+    """One subscription tier's limits; a key left out keeps the ``[limits]`` value."""
+
+    api_per_minute: int | None = Field(None, gt=0)
+    ai_requests_per_day: int | None = Field(None, gt=0)
+    ai_tokens_per_day: int | None = Field(None, gt=0)
+    chat_messages_per_minute: int | None = Field(None, gt=0)
+
+
 class LimitsConfig(_Section):
-    """Rate limits and quotas."""
+    """Rate limits and quotas (the ``free`` tier's; ``tiers`` override them per tier)."""
 
     api_per_minute: int = Field(100, gt=0)
     chat_messages_per_minute: int = Field(10, gt=0)
     ai_requests_per_day: int = Field(1000, gt=0)
     ai_tokens_per_day: int = Field(1_000_000, gt=0)
+    auth_per_minute_per_ip: int = Field(10, gt=0)
+    token_per_minute_per_ip: int = Field(60, gt=0)
+    tiers: dict[str, TierConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _tier_names(self) -> LimitsConfig:
+        import re
+
+        bad = [name for name in self.tiers if not re.fullmatch(r"[a-z0-9_-]+", name)]
+        if bad:
+            raise ValueError(f"tiers: names are lower-case letters, digits, '_' or '-': {bad}")
+        return self
 
 
 class WorkersConfig(_Section):

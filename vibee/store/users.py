@@ -4,11 +4,20 @@ Exceptions::
 
     UserError            a user operation was refused (the message says why)
     ├── UserExists       the username is taken (case-insensitive)
-    └── UserNotFound     no such user
+    ├── UserNotFound     no such user
+    └── WrongPassword    the current password given for a change does not match
+
+The public API uses :func:`register`, :func:`authenticate` and :func:`change_password`,
+which hash on a worker thread (argon2id takes tens of milliseconds of CPU; the event loop
+must not wait for it), and :func:`get_auth_state` on its hot path. ``auth_generation``
+counts password changes: access tokens carry the generation they were issued in, and one
+from an older generation is refused.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +25,10 @@ from datetime import datetime
 import asyncpg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from asyncpg.pool import PoolConnectionProxy
 
+Conn = asyncpg.Connection | PoolConnectionProxy
+Executor = asyncpg.Pool | Conn
 _hasher = PasswordHasher()
 USERNAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MIN_PASSWORD = 8
@@ -32,6 +44,10 @@ class UserExists(UserError):
 
 class UserNotFound(UserError):
     """No user has this name or id."""
+
+
+class WrongPassword(UserError):
+    """The current password given to :func:`change_password` does not match."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,3 +151,137 @@ async def verify_password(conn: asyncpg.Connection, username: str, password: str
         return None
     user = _user(row)
     return None if user.disabled else user
+
+
+# --- for the public API --------------------------------------------------------------------
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify against when the user does not exist (made once, on first use)."""
+    return _hasher.hash("not a password: spends the time of a real verification")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthState:
+    """A user and the generation its access tokens must carry."""
+
+    user: User
+    generation: int
+
+
+def _auth_state(row: asyncpg.Record) -> AuthState:
+    return AuthState(_user(row), row["auth_generation"])
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _verify_absent(password: str) -> bool:
+    """Spend a verification's time for a user that does not exist; always False."""
+    _verify(_dummy_hash(), password)
+    return False
+
+
+async def register(db: Executor, username: str, password: str, display_name: str = "") -> AuthState:
+    """Like :func:`create`, hashing on a worker thread. Raises UserError, UserExists."""
+    validate_credentials(username, password)
+    password_hash = await asyncio.to_thread(_hasher.hash, password)
+    try:
+        row = await db.fetchrow(
+            "INSERT INTO users (username, password_hash, display_name) VALUES ($1, $2, $3) "
+            "RETURNING id, username, display_name, subscription_tier, disabled_at, created_at, "
+            "auth_generation",
+            username,
+            password_hash,
+            display_name or username,
+        )
+    except asyncpg.UniqueViolationError:
+        raise UserExists(f"user {username!r} already exists") from None
+    assert row is not None
+    return _auth_state(row)
+
+
+async def authenticate(db: Executor, username: str, password: str) -> AuthState | None:
+    """The user when the password matches, disabled or not (the caller refuses disabled
+    users with its own answer), else None. Verifies on a worker thread, and spends the same
+    time whether or not the user exists."""
+    row = await db.fetchrow(
+        "SELECT id, username, display_name, subscription_tier, disabled_at, created_at, "
+        "auth_generation, password_hash FROM users WHERE lower(username) = lower($1)",
+        username,
+    )
+    if row is None:
+        await asyncio.to_thread(_verify_absent, password)
+        return None
+    if not await asyncio.to_thread(_verify, row["password_hash"], password):
+        return None
+    return _auth_state(row)
+
+
+async def get_auth_state(db: Executor, user_id: int) -> AuthState | None:
+    """The user with this id and its token generation, or None (one primary-key lookup)."""
+    row = await db.fetchrow(
+        "SELECT id, username, display_name, subscription_tier, disabled_at, created_at, "
+        "auth_generation FROM users WHERE id = $1",
+        user_id,
+    )
+    return None if row is None else _auth_state(row)
+
+
+async def set_display_name(db: Executor, user_id: int, display_name: str) -> User:
+    """Change the user's display name. Raises UserNotFound."""
+    row = await db.fetchrow(
+        "UPDATE users SET display_name = $2, updated_at = now() WHERE id = $1 "
+        "RETURNING id, username, display_name, subscription_tier, disabled_at, created_at",
+        user_id,
+        display_name,
+    )
+    if row is None:
+        raise UserNotFound(f"no user with id {user_id}")
+    return _user(row)
+
+
+async def change_password(conn: Conn, user_id: int, current: str, new: str) -> AuthState:
+    """Replace the password when ``current`` matches, and start a new token generation.
+
+    Raises WrongPassword, UserError (a bad new password) or UserNotFound. Run it in a
+    transaction together with revoking the user's refresh tokens.
+    """
+    if len(new) < MIN_PASSWORD:
+        raise UserError(f"new_password: must be at least {MIN_PASSWORD} characters")
+    row = await conn.fetchrow("SELECT password_hash FROM users WHERE id = $1 FOR UPDATE", user_id)
+    if row is None:
+        raise UserNotFound(f"no user with id {user_id}")
+    if not await asyncio.to_thread(_verify, row["password_hash"], current):
+        raise WrongPassword("current_password: does not match")
+    new_hash = await asyncio.to_thread(_hasher.hash, new)
+    updated = await conn.fetchrow(
+        "UPDATE users SET password_hash = $2, auth_generation = auth_generation + 1, "
+        "updated_at = now() WHERE id = $1 "
+        "RETURNING id, username, display_name, subscription_tier, disabled_at, created_at, "
+        "auth_generation",
+        user_id,
+        new_hash,
+    )
+    assert updated is not None
+    return _auth_state(updated)
+
+
+async def set_tier(conn: Executor, username: str, tier: str) -> User:
+    """Set the user's subscription tier (the caller checks that the tier exists).
+    Raises UserNotFound."""
+    row = await conn.fetchrow(
+        "UPDATE users SET subscription_tier = $2, updated_at = now() "
+        "WHERE lower(username) = lower($1) "
+        "RETURNING id, username, display_name, subscription_tier, disabled_at, created_at",
+        username,
+        tier,
+    )
+    if row is None:
+        raise UserNotFound(f"no user named {username!r}")
+    return _user(row)
