@@ -1,0 +1,1 @@
+"""Operations kit: Prometheus alert rules, their unit tests and the Grafana dashboard."""
