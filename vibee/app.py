@@ -5,10 +5,13 @@ The tree as it stands (children a later capability fills in are absent, not fake
     root (rest_for_one)
     ├── infra (rest_for_one)
     │   └── database        the pool; starts the embedded Postgres when no URL is set
+    ├── ai                  the router: providers, breakers, cache, quota, moderation
     ├── ingest              new messages from every session, stored in batches
+    ├── pipeline            policy → context → AI → outbox → send; recovery and sweep
     ├── sessions            one_for_one, dynamic: session:<id> per Telegram account
     ├── session-manager     starts a session actor for each runnable session (and sweeps)
-    ├── admin               health, readiness, metrics, /admin/sessions
+    ├── api                 the public REST API on server.host:server.port
+    ├── admin               health, readiness, metrics, /admin/sessions, /admin/users/…/tier
     └── watchdog            systemd WATCHDOG=1 while the tree is healthy (transient: absent
                             when systemd asked for no watchdog)
 
@@ -29,8 +32,14 @@ from aiohttp import web
 
 from vibee.admin.health import Readiness
 from vibee.admin.server import build_admin_app, json_response
+from vibee.ai.router import Router
+from vibee.ai.service import build_router
+from vibee.api.admin_routes import tier_routes
+from vibee.api.app import CONTEXT, ApiService, build_api_app, settings_from_config
 from vibee.automation.ingest import Ingest
+from vibee.automation.pipeline import Pipeline
 from vibee.config import Config
+from vibee.coord.local import LocalRateLimiter
 from vibee.obs import logging as vlog
 from vibee.runtime import (
     ChildSpec,
@@ -46,7 +55,8 @@ from vibee.runtime import (
 )
 from vibee.secrets import SecretStore
 from vibee.store.db import Database
-from vibee.telegram.factory import gateway_factory
+from vibee.telegram.factory import TelegramNotConfigured, gateway_factory
+from vibee.telegram.login import GatewayFactory
 from vibee.telegram.manager import SessionManager
 from vibee.telegram.session_actor import SessionActor
 
@@ -127,12 +137,46 @@ class App:
     readiness: Readiness
 
 
+class AIService(Service):
+    """The ``ai`` child: owns the router (providers, breakers, cache, quota) for the pipeline."""
+
+    def __init__(self, config: Config, secrets: SecretStore, db: Database) -> None:
+        super().__init__("ai")
+        self._config, self._secrets, self._db = config, secrets, db
+        self.router: Router | None = None
+
+    async def on_start(self) -> None:
+        """Build the chain; say which providers are left out and why."""
+        self.router, skipped = build_router(self._config, self._secrets, pool=self._db.pool)
+        for gone in skipped:
+            log.warning(
+                "AI provider left out of the chain",
+                extra={"provider": gone.name, "reason": gone.reason},
+            )
+
+    async def run(self) -> None:
+        """Nothing to do but keep the router open until stopped."""
+        await asyncio.Event().wait()
+
+    async def on_stop(self) -> None:
+        """Close the providers' connections."""
+        if self.router is not None:
+            await self.router.close()
+
+
 class _Current:
     """The current incarnation of the children others hold on to across restarts."""
 
     def __init__(self) -> None:
+        self.ai: AIService | None = None
         self.ingest: Ingest | None = None
+        self.pipeline: Pipeline | None = None
         self.sessions: Supervisor | None = None
+
+    def notify(self, keys: set[tuple[int, int]]) -> None:
+        """Tell the pipeline which chats got new messages."""
+        if self.pipeline is not None:
+            self.pipeline.notify(keys)
 
 
 def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notifier) -> App:
@@ -149,22 +193,43 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
             strategy=Strategy.REST_FOR_ONE,
         )
 
+    def ai() -> AIService:
+        current.ai = AIService(config, secrets, db)
+        return current.ai
+
     def ingest() -> Ingest:
-        current.ingest = Ingest(db.pool, config.workers.batch_size, config.workers.queue_size)
+        workers = config.workers
+        current.ingest = Ingest(db.pool, workers.batch_size, workers.queue_size, current.notify)
         return current.ingest
+
+    def pipeline() -> Pipeline:
+        current.pipeline = Pipeline(
+            db.pool,
+            lambda: current.ai.router if current.ai is not None else None,
+            lambda: current.sessions,
+            worker_count=config.workers.worker_count,
+            max_retries=config.workers.max_retries,
+        )
+        return current.pipeline
 
     def sessions_supervisor() -> Supervisor:
         current.sessions = Supervisor("sessions", concurrent_stop=True)
         return current.sessions
 
+    try:
+        gateways: GatewayFactory | None = gateway_factory(config, secrets)
+    except TelegramNotConfigured as exc:
+        log.warning("no Telegram session will run", extra={"reason": str(exc)})
+        gateways = None
+
     def session_manager() -> SessionManager:
-        assert current.ingest is not None
+        assert current.ingest is not None and gateways is not None
         telegram = config.telegram
         return SessionManager(
             lambda: current.sessions,
             db.pool,
             secrets.keyring("session_keys"),
-            gateway_factory(config, secrets),
+            gateways,
             current.ingest,
             max_sessions=telegram.max_sessions,
             per_chat_per_minute=telegram.messages_per_minute_per_chat,
@@ -185,25 +250,41 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
             }
         )
 
+    api_settings = settings_from_config(config)
+    api_app = build_api_app(
+        api_settings, lambda: db.pool, secrets.keyring("jwt_keys"), LocalRateLimiter()
+    )
     token = secrets.get("admin_token")
     admin_app = build_admin_app(
         readiness,
         token.value if token else None,
-        admin_routes=[web.get("/admin/sessions", list_sessions)],
+        admin_routes=[
+            web.get("/admin/sessions", list_sessions),
+            *tier_routes(lambda: db.pool, api_settings.tiers, api_app[CONTEXT].users),
+        ],
     )
     children = [
         ChildSpec("infra", infra, shutdown_timeout=20),
+        ChildSpec("ai", ai, shutdown_timeout=5),
         # ingest before sessions: when it restarts, the sessions restart too and resume
         # from the last stored seq, so nothing queued in the old ingest is lost
         ChildSpec("ingest", ingest, shutdown_timeout=10),
+        ChildSpec("pipeline", pipeline, shutdown_timeout=10),
         ChildSpec("sessions", sessions_supervisor, shutdown_timeout=15),
     ]
-    if config.telegram.backend == "sim" or _telethon_available():
+    if gateways is not None:
         children.append(ChildSpec("session-manager", session_manager, shutdown_timeout=2))
     root = Supervisor(
         "root",
         [
             *children,
+            ChildSpec(
+                "api",
+                lambda: ApiService(
+                    config.server.host, config.server.port, api_app, lambda: db.pool
+                ),
+                shutdown_timeout=10,
+            ),
             ChildSpec(
                 "admin",
                 lambda: AdminService(config.admin.host, config.admin.port, admin_app),
@@ -229,13 +310,6 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
     readiness.add("database", database_ready)
     readiness.add("supervisor", tree_ready)
     return App(root, db, readiness)
-
-
-def _telethon_available() -> bool:
-    """Whether the Telethon backend is built into this version (it lands separately)."""
-    import importlib.util
-
-    return importlib.util.find_spec("vibee.telegram.telethon_gateway") is not None
 
 
 def root_cause(error: BaseException) -> BaseException:

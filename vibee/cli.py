@@ -20,6 +20,7 @@ from vibee.secrets import SecretError, SecretStore
 from vibee.store import users
 from vibee.store.db import Database, DatabaseError
 from vibee.store.migrate import MigrationError, Migrator
+from vibee.telegram.factory import TelegramNotConfigured
 
 T = TypeVar("T")
 
@@ -171,6 +172,15 @@ def cmd_user(args: argparse.Namespace) -> int:
         elif args.action == "disable":
             user = await users.set_disabled(conn, args.name, True)
             print(f"disabled user {user.username}")
+        elif args.action == "set-tier":
+            from vibee.api.app import settings_from_config
+
+            tiers = settings_from_config(config).tiers
+            if args.tier not in tiers:
+                known = ", ".join(tiers.names)
+                raise CliError(f"unknown tier {args.tier!r}; configured: {known}")
+            user = await users.set_tier(conn, args.name, args.tier)
+            print(f"user {user.username} is now on tier {user.subscription_tier}")
         else:
             for user in await users.list_all(conn):
                 state = "disabled" if user.disabled else "active"
@@ -401,7 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
     disable = user.add_parser("disable", parents=[common], help="disable a user")
     disable.add_argument("name")
     user.add_parser("list", parents=[common], help="list users")
-    for name in ("create", "disable", "list"):
+    tier = user.add_parser("set-tier", parents=[common], help="change a user's subscription tier")
+    tier.add_argument("name")
+    tier.add_argument("tier")
+    for name in ("create", "disable", "list", "set-tier"):
         user.choices[name].set_defaults(func=cmd_user)
 
     ai = sub.add_parser("ai", help="the AI chain").add_subparsers(
@@ -445,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _EXPECTED = (
     CliError,
+    TelegramNotConfigured,
     ConfigError,
     SecretError,
     DatabaseError,

@@ -176,8 +176,28 @@ def test_readiness_follows_the_database(clean_env: Path) -> None:
         daemon.stop()
 
 
+def test_missing_keyring_is_one_clear_line(clean_env: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "vibee", "run"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "VIBEE_DATABASE__URL": "postgresql://u@127.0.0.1:1/x"},
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("jwt_keys: not provided; put it in")
+    assert "Traceback" not in result.stderr
+
+
 def test_start_failure_exits_non_zero_with_the_reason(clean_env: Path) -> None:
-    daemon = Daemon({"VIBEE_DATABASE__URL": "postgresql://nobody:pw-hidden@127.0.0.1:1/none"})
+    keyring = "k1:" + "A" * 43 + "="
+    daemon = Daemon(
+        {
+            "VIBEE_DATABASE__URL": "postgresql://nobody:pw-hidden@127.0.0.1:1/none",
+            "VIBEE_JWT_KEYS": keyring,
+            "VIBEE_SESSION_KEYS": keyring,
+        }
+    )
     try:
         assert daemon.proc.wait(timeout=60) == 1
         daemon._reader.join(timeout=10)

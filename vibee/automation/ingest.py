@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import asyncpg
 from prometheus_client import Counter
@@ -67,9 +68,16 @@ class Ingest(Service):
 
     queue_label = "ingest"
 
-    def __init__(self, pool: asyncpg.Pool, batch_size: int = 100, queue_size: int = 10_000):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        batch_size: int = 100,
+        queue_size: int = 10_000,
+        on_stored: Callable[[set[tuple[int, int]]], None] | None = None,
+    ) -> None:
         super().__init__("ingest", graceful=True)
         self._pool = pool
+        self._on_stored = on_stored
         self._batch_size = batch_size
         self._queue: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=queue_size)
 
@@ -124,6 +132,10 @@ class Ingest(Service):
                 async with self._pool.acquire() as conn:
                     new = await store_batch(conn, rows)
                 RECEIVED.inc(new)
+                if self._on_stored is not None:
+                    self._on_stored(
+                        {(r.session_id, r.tg_chat_id) for r in rows if r.direction == "in"}
+                    )
                 return
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 failures += 1

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
-from asyncpg.pool import PoolConnectionProxy
+from vibee.store import Conn
 
 FLAG_OUTGOING = 1
 FLAG_BOT = 2
@@ -40,9 +39,7 @@ class InboxRow:
     tg_date: datetime
 
 
-async def store_batch(
-    conn: asyncpg.Connection | PoolConnectionProxy[asyncpg.Record], rows: Sequence[InboxRow]
-) -> int:
+async def store_batch(conn: Conn, rows: Sequence[InboxRow]) -> int:
     """Store ``rows`` in one transaction. Returns how many were new."""
     if not rows:
         return 0

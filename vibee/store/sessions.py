@@ -12,7 +12,9 @@ from datetime import datetime
 
 import asyncpg
 
-Executor = asyncpg.Pool | asyncpg.Connection
+from vibee.store import Conn
+
+Executor = asyncpg.Pool | Conn
 
 STATES = (
     "new",

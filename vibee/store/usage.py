@@ -14,7 +14,9 @@ from decimal import Decimal
 
 import asyncpg
 
-Executor = asyncpg.Pool | asyncpg.Connection
+from vibee.store import Conn
+
+Executor = asyncpg.Pool | Conn
 
 
 @dataclass(frozen=True, slots=True)

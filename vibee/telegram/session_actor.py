@@ -23,6 +23,7 @@ import logging
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 import asyncpg
@@ -101,6 +102,9 @@ class SessionActor(Service):
         self._retry_delay = retry_delay_s
         self.state = "new"
         self.connected = asyncio.Event()
+        self.username: str | None = None
+        self.connected_at: datetime | None = None
+        """When this actor first connected: older messages fetched now are backlog."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -140,6 +144,9 @@ class SessionActor(Service):
                 await self._set_state("bad_credentials", "the credential is not authorized")
                 return
             failures = 0
+            self.username = me.username
+            if self.connected_at is None:
+                self.connected_at = datetime.now(UTC)
             await self._set_state("connected")
             self.connected.set()
             if await self._pump():

@@ -1,0 +1,78 @@
+"""What the model is told: the persona as the system prompt, the dialog as real turns.
+
+The owner's own messages become assistant turns and everyone else's user turns, so the
+model continues the conversation as the owner. Without a persona, one is derived from the
+owner's own recent messages (their style, as examples). Consecutive turns of one role are
+merged, and the request always ends with the other side's words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from vibee.ai.base import ChatRequest, Message
+from vibee.store import automation, outbox
+from vibee.store.outbox import Executor
+
+DIALOG_TURNS = 20
+
+
+def system_prompt(persona: automation.Persona | None, examples: Sequence[str], mode: str) -> str:
+    """The system prompt for a chat in ``mode``."""
+    name = persona.name if persona and persona.name else "the account's owner"
+    lines = [
+        f"You are {name}, answering your own Telegram messages. Write as {name} would: "
+        "short, natural, in the language of the conversation. Never say you are an AI."
+    ]
+    if persona is not None:
+        if persona.bio:
+            lines.append(f"About you: {persona.bio}")
+        if persona.style_rules:
+            lines.append(f"How you write: {persona.style_rules}")
+    shown = list(persona.examples if persona and persona.examples else examples)
+    if shown:
+        lines.append("Messages you wrote before, for your style:")
+        lines.extend(f"- {example}" for example in shown[:8])
+    if mode == "sniper":
+        lines.append(
+            "This person wrote about something you offer: thank them briefly and invite them "
+            "to continue in private."
+        )
+    return "\n".join(lines)
+
+
+def dialog_turns(dialog: Sequence[tuple[str, str]]) -> tuple[Message, ...]:
+    """Stored (direction, text) pairs as alternating turns ending with a user turn."""
+    turns: list[Message] = []
+    for direction, text in dialog:
+        role: Literal["user", "assistant"] = "assistant" if direction == "out" else "user"
+        if turns and turns[-1].role == role:
+            turns[-1] = Message(role, f"{turns[-1].content}\n{text}")
+        else:
+            turns.append(Message(role, text))
+    while turns and turns[0].role == "assistant":
+        turns.pop(0)
+    while turns and turns[-1].role == "assistant":
+        turns.pop()
+    return tuple(turns)
+
+
+async def build_request(
+    db: Executor, rows: Sequence[outbox.InboundRow], config: automation.ChatConfig
+) -> ChatRequest:
+    """The request answering ``rows`` (the last unanswered messages of one chat)."""
+    last = rows[-1]
+    persona = await automation.persona(db, last.user_id)
+    examples = (
+        [] if persona and persona.examples else await automation.own_examples(db, last.user_id)
+    )
+    dialog = await outbox.recent_dialog(db, last.session_id, last.tg_chat_id, DIALOG_TURNS)
+    turns = dialog_turns(dialog) or (Message("user", "\n".join(r.text for r in rows)),)
+    return ChatRequest(
+        messages=turns,
+        system=system_prompt(persona, examples, config.mode),
+        scope=f"user:{last.user_id}:chat:{last.session_id}:{last.tg_chat_id}",
+        language="ru" if any("\u0400" <= ch <= "\u04ff" for ch in last.text) else "en",
+        mode=config.mode,
+    )

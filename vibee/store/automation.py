@@ -1,0 +1,211 @@
+"""What the pipeline reads and writes besides messages: chat configs, personas, leads,
+dead letters. Every user-facing function filters by ``user_id``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, time
+from typing import Any
+
+import asyncpg
+
+from vibee.store import Conn
+
+Executor = asyncpg.Pool | Conn
+
+_CONFIG_COLUMNS = (
+    "mode",
+    "trigger_words",
+    "response_probability",
+    "cooldown_s",
+    "reply_delay_min_s",
+    "reply_delay_max_s",
+    "quiet_hours_start",
+    "quiet_hours_end",
+    "tz",
+    "sniper_reply",
+    "lead_chat_id",
+)
+
+_EFFECTIVE_CONFIG = (
+    "SELECT c.id AS chat_id, "  # noqa: S608 - built once from the constant column names above
+    + ", ".join(f"coalesce(cc.{col}, d.{col}) AS {col}" for col in _CONFIG_COLUMNS)
+    + " FROM chats c LEFT JOIN chat_configs cc ON cc.chat_id = c.id "
+    "LEFT JOIN chat_defaults d ON d.user_id = c.user_id "
+    "WHERE c.user_id = $1 AND c.session_id = $2 AND c.tg_chat_id = $3"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatConfig:
+    """The effective settings of one chat (its own row, else the user's defaults)."""
+
+    chat_id: int
+    mode: str = "observe"
+    trigger_words: tuple[str, ...] = ()
+    response_probability: float = 1.0
+    cooldown_s: int = 0
+    reply_delay_min_s: float = 2.0
+    reply_delay_max_s: float = 8.0
+    quiet_hours_start: time | None = None
+    quiet_hours_end: time | None = None
+    tz: str = "UTC"
+    sniper_reply: bool = False
+    lead_chat_id: int | None = None
+
+
+async def chat_config(
+    db: Executor, user_id: int, session_id: int, tg_chat_id: int
+) -> ChatConfig | None:
+    """The chat's effective config (None: the chat is unknown to this user)."""
+    row = await db.fetchrow(
+        _EFFECTIVE_CONFIG,
+        user_id,
+        session_id,
+        tg_chat_id,
+    )
+    if row is None:
+        return None
+    values: dict[str, Any] = {k: v for k, v in dict(row).items() if v is not None}
+    values["trigger_words"] = tuple(values.get("trigger_words", ()))
+    return ChatConfig(**values)
+
+
+async def set_chat_config(
+    db: Executor, user_id: int, session_id: int, tg_chat_id: int, **settings: Any
+) -> int:
+    """Create or change a chat's config (the chat row too). Returns VIBEE's chat id."""
+    unknown = set(settings) - set(_CONFIG_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown chat settings: {sorted(unknown)}")
+    chat_id = await db.fetchval(
+        "INSERT INTO chats (user_id, session_id, tg_chat_id) VALUES ($1, $2, $3) "
+        "ON CONFLICT (session_id, tg_chat_id) DO UPDATE SET tg_chat_id = excluded.tg_chat_id "
+        "RETURNING id",
+        user_id,
+        session_id,
+        tg_chat_id,
+    )
+    owner = await db.fetchval("SELECT user_id FROM chats WHERE id = $1", chat_id)
+    if owner != user_id:
+        raise LookupError("no such chat")
+    columns = ["chat_id", "user_id", *settings]
+    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    updates = (
+        ", ".join(f"{col} = excluded.{col}" for col in settings) or "chat_id = excluded.chat_id"
+    )
+    await db.execute(
+        f"INSERT INTO chat_configs ({', '.join(columns)}) VALUES ({placeholders}) "  # noqa: S608 - column names are checked against _CONFIG_COLUMNS
+        f"ON CONFLICT (chat_id) DO UPDATE SET {updates}, updated_at = now()",
+        chat_id,
+        user_id,
+        *settings.values(),
+    )
+    return int(chat_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Persona:
+    """Who the digital twin speaks as."""
+
+    name: str = ""
+    bio: str = ""
+    style_rules: str = ""
+    examples: tuple[str, ...] = ()
+
+
+async def persona(db: Executor, user_id: int) -> Persona | None:
+    """The user's persona, if they wrote one."""
+    row = await db.fetchrow(
+        "SELECT name, bio, style_rules, examples FROM personas WHERE user_id = $1", user_id
+    )
+    if row is None:
+        return None
+    return Persona(row["name"], row["bio"], row["style_rules"], tuple(row["examples"]))
+
+
+async def own_examples(db: Executor, user_id: int, limit: int = 5) -> list[str]:
+    """The owner's own recent outgoing messages (written by them, not by VIBEE)."""
+    rows = await db.fetch(
+        "SELECT text FROM messages WHERE user_id = $1 AND direction = 'out' "
+        "AND random_id IS NULL AND length(text) BETWEEN 2 AND 400 ORDER BY id DESC LIMIT $2",
+        user_id,
+        limit,
+    )
+    return [r["text"] for r in rows]
+
+
+async def add_lead_if_new(
+    db: Executor,
+    user_id: int,
+    session_id: int,
+    chat_id: int,
+    sender_id: int,
+    message_row_id: int,
+    trigger: str,
+    text: str,
+    now: datetime,
+) -> int | None:
+    """A lead, unless this sender already has one in this chat within the hour."""
+    value = await db.fetchval(
+        "INSERT INTO leads (user_id, session_id, chat_id, sender_id, message_id, trigger, text, "
+        "created_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS (SELECT 1 FROM leads "
+        "WHERE chat_id = $3 AND sender_id = $4 AND created_at > $8 - interval '1 hour') "
+        "RETURNING id",
+        user_id,
+        session_id,
+        chat_id,
+        sender_id,
+        message_row_id,
+        trigger,
+        text,
+        now,
+    )
+    return int(value) if value is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A reply VIBEE gave up on."""
+
+    id: int
+    user_id: int
+    session_id: int | None
+    message_id: int
+    error: str
+    attempts: int
+    text: str
+    created_at: datetime
+
+
+async def dead_letters_all_users(db: Executor, limit: int = 100) -> list[DeadLetter]:
+    """The newest dead letters of every user (operators)."""
+    rows = await db.fetch(
+        "SELECT d.id, d.user_id, d.session_id, d.message_id, d.error, d.attempts, m.text, "
+        "d.created_at FROM dead_letters d JOIN messages m ON m.id = d.message_id "
+        "ORDER BY d.id DESC LIMIT $1",
+        limit,
+    )
+    return [DeadLetter(**dict(r)) for r in rows]
+
+
+async def replay_dead_letter(db: Executor, letter_id: int) -> bool:
+    """Put a dead reply back in the outbox (pending, attempts reset). True when found."""
+    value = await db.fetchval(
+        "WITH gone AS (DELETE FROM dead_letters WHERE id = $1 RETURNING message_id) "
+        "UPDATE messages SET state = 'pending', attempts = 0, updated_at = now() "
+        "WHERE id = (SELECT message_id FROM gone) RETURNING id",
+        letter_id,
+    )
+    return value is not None
+
+
+async def drop_dead_letter(db: Executor, letter_id: int) -> bool:
+    """Forget a dead letter (the reply stays ``dead``). True when found."""
+    value = await db.fetchval("DELETE FROM dead_letters WHERE id = $1 RETURNING id", letter_id)
+    return value is not None
+
+
+async def count_dead_letters(db: Executor) -> int:
+    """How many dead letters wait for an operator."""
+    return int(await db.fetchval("SELECT count(*) FROM dead_letters") or 0)
