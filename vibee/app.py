@@ -31,7 +31,7 @@ from pathlib import Path
 from aiohttp import web
 
 from vibee.admin.health import Readiness
-from vibee.admin.server import build_admin_app, json_response
+from vibee.admin.server import build_admin_app, json_response, problem
 from vibee.ai.router import Router
 from vibee.ai.service import build_router
 from vibee.api.admin_routes import tier_routes
@@ -54,6 +54,7 @@ from vibee.runtime import (
     run_watchdog,
 )
 from vibee.secrets import SecretStore
+from vibee.store import automation
 from vibee.store.db import Database
 from vibee.telegram.factory import TelegramNotConfigured, gateway_factory
 from vibee.telegram.login import GatewayFactory
@@ -250,6 +251,37 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
             }
         )
 
+    async def list_dead_letters(_: web.Request) -> web.Response:
+        letters = await automation.dead_letters_all_users(db.pool)
+        return json_response(
+            {
+                "dead_letters": [
+                    {
+                        "id": d.id,
+                        "user_id": d.user_id,
+                        "session_id": d.session_id,
+                        "error": d.error,
+                        "attempts": d.attempts,
+                        "created_at": d.created_at.isoformat(),
+                    }
+                    for d in letters
+                ]
+            }
+        )
+
+    async def act_on_dead_letter(request: web.Request) -> web.Response:
+        try:
+            letter_id = int(request.match_info["id"])
+        except ValueError:
+            return problem(400, "Bad dead letter id", "the id is an integer")
+        replay = request.match_info["action"] == "replay"
+        act = automation.replay_dead_letter if replay else automation.drop_dead_letter
+        if not await act(db.pool, letter_id):
+            return problem(404, "No such dead letter", f"no dead letter {letter_id}")
+        if replay and current.pipeline is not None:
+            current.pipeline.wake()
+        return json_response({"id": letter_id, "done": request.match_info["action"]})
+
     api_settings = settings_from_config(config)
     api_app = build_api_app(
         api_settings, lambda: db.pool, secrets.keyring("jwt_keys"), LocalRateLimiter()
@@ -260,6 +292,8 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
         token.value if token else None,
         admin_routes=[
             web.get("/admin/sessions", list_sessions),
+            web.get("/admin/dlq", list_dead_letters),
+            web.post(r"/admin/dlq/{id}/{action:replay|drop}", act_on_dead_letter),
             *tier_routes(lambda: db.pool, api_settings.tiers, api_app[CONTEXT].users),
         ],
     )

@@ -352,6 +352,45 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     return code
 
 
+# --- vibee dlq -------------------------------------------------------------------------------
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    """List, replay or drop dead letters (replies VIBEE gave up sending)."""
+    from vibee.store import automation
+
+    config = _load(args)
+
+    async def work(conn: Any) -> int:
+        if args.action == "list":
+            letters = await automation.dead_letters_all_users(conn, args.limit)
+            for letter in letters:
+                text = letter.text.replace("\n", " ")[:60]
+                print(
+                    f"{letter.id}\tuser {letter.user_id}\tsession {letter.session_id}\t"
+                    f"{letter.attempts} attempts\t{letter.error}\t{text}"
+                )
+            if not letters:
+                print("no dead letters")
+            return 0
+        act = (
+            automation.replay_dead_letter
+            if args.action == "replay"
+            else automation.drop_dead_letter
+        )
+        done = 0
+        for letter_id in args.ids:
+            if await act(conn, letter_id):
+                done += 1
+            else:
+                print(f"no dead letter {letter_id}", file=sys.stderr)
+        verb = "replayed (back in the outbox)" if args.action == "replay" else "dropped"
+        print(f"{verb}: {done}")
+        return 0 if done == len(args.ids) else 1
+
+    return _run_async(lambda: _with_connection(config, work))
+
+
 # --- vibee sim ---------------------------------------------------------------------------
 
 
@@ -433,6 +472,17 @@ def build_parser() -> argparse.ArgumentParser:
     login.add_argument("--phone", help="the phone number (asked for when not given)")
     login.add_argument("--qr", action="store_true", help="log in by scanning a QR code")
     login.set_defaults(func=cmd_login)
+
+    dlq = sub.add_parser("dlq", help="dead letters: replies VIBEE gave up on").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    listing = dlq.add_parser("list", parents=[common], help="the newest dead letters")
+    listing.add_argument("--limit", type=int, default=100)
+    for name, text in (("replay", "put back in the outbox"), ("drop", "forget")):
+        action = dlq.add_parser(name, parents=[common], help=text)
+        action.add_argument("ids", type=int, nargs="+", metavar="ID")
+    for name in ("list", "replay", "drop"):
+        dlq.choices[name].set_defaults(func=cmd_dlq)
 
     keys = sub.add_parser("keys", help="keyrings").add_subparsers(
         dest="action", required=True, parser_class=_Parser

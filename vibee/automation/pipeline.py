@@ -96,6 +96,16 @@ def facts_of(
     )
 
 
+def lead_card(row: outbox.InboundRow, trigger: str) -> str:
+    """The note the owner gets about a lead: who, where, what, which trigger."""
+    quoted = row.text if len(row.text) <= 500 else row.text[:500] + "…"
+    return (
+        f"New lead (trigger: {trigger})\n"
+        f"From user {row.sender_id} in chat {row.tg_chat_id}:\n"
+        f"«{quoted}»"
+    )
+
+
 def _mentions(text: str) -> tuple[str, ...]:
     return tuple(w[1:].rstrip(".,:;!?") for w in text.split() if w.startswith("@") and len(w) > 1)
 
@@ -147,6 +157,7 @@ class Pipeline(Service):
         self._reply_at: dict[ChatKey, float] = {}
         self._ready: asyncio.Queue[ChatKey] = asyncio.Queue(maxsize=worker_count * 4)
         self._wake = asyncio.Event()
+        self._sweep_now = asyncio.Event()
 
     # -- scheduling --------------------------------------------------------------------------
 
@@ -162,6 +173,10 @@ class Pipeline(Service):
                 self._due[key] = at
                 heapq.heappush(self._heap, (at, key))
         self._wake.set()
+
+    def wake(self) -> None:
+        """Sweep for unfinished work now (a dead letter was replayed, say)."""
+        self._sweep_now.set()
 
     async def _schedule(self) -> None:
         while True:
@@ -187,7 +202,7 @@ class Pipeline(Service):
             try:
                 await self._process(key)
             except DB_ERRORS as exc:
-                log.warning("chat not processed; retrying", extra={"error": repr(exc)})
+                log.warning("chat not processed (%r); retrying", exc)
                 self._again.add(key)
             except Exception:
                 log.exception("chat processing failed", extra={"chat": key[1]})
@@ -205,7 +220,12 @@ class Pipeline(Service):
                 DEAD_LETTERS.set(await automation.count_dead_letters(self._pool))
             except DB_ERRORS as exc:
                 log.warning("pipeline sweep failed", extra={"error": repr(exc)})
-            await asyncio.sleep(self._sweep_s)
+            self._sweep_now.clear()
+            try:
+                async with asyncio.timeout(self._sweep_s):
+                    await self._sweep_now.wait()
+            except TimeoutError:
+                pass
 
     async def run(self) -> None:
         """Recover unfinished work, then schedule, work and sweep until stopped."""
@@ -364,6 +384,17 @@ class Pipeline(Service):
         await outbox.record(
             self._pool, [row], "done", "lead", reason, decision.detail, config.chat_id or None
         )
+        if lead_id is None:
+            return
+        target = config.lead_chat_id or (actor.telegram_user_id if actor is not None else None)
+        if target is None:
+            return  # no lead chat and the session is not connected here: the lead is stored
+        card = lead_card(row, decision.trigger)
+        random_id = random_id_for(row.session_id, -lead_id)
+        if await outbox.write_card(
+            self._pool, row.user_id, row.session_id, target, card, random_id
+        ):
+            self.notify([(row.session_id, target)])
 
     async def _send(self, item: outbox.OutboxRow, actor: SessionActor | None) -> bool:
         """Send one outbox row; True when it is settled (sent or dead), False to retry."""

@@ -187,6 +187,23 @@ async def write_reply(
     return int(outbox_id) if outbox_id is not None else None
 
 
+async def write_card(
+    db: Executor, user_id: int, session_id: int, tg_chat_id: int, text: str, random_id: int
+) -> int | None:
+    """A message to the owner (a lead card) in the outbox; None if written before."""
+    value = await db.fetchval(
+        "INSERT INTO messages (user_id, session_id, tg_chat_id, direction, text, random_id, "
+        "state) VALUES ($1, $2, $3, 'out', $4, $5, 'pending') "
+        "ON CONFLICT (session_id, random_id) DO NOTHING RETURNING id",
+        user_id,
+        session_id,
+        tg_chat_id,
+        text,
+        random_id,
+    )
+    return int(value) if value is not None else None
+
+
 async def mark_sent(conn: Conn, outbox: OutboxRow, message_id: int | None) -> None:
     """The reply reached Telegram (``message_id`` None: it had already, random_id reused).
 

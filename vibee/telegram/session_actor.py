@@ -103,6 +103,7 @@ class SessionActor(Service):
         self.state = "new"
         self.connected = asyncio.Event()
         self.username: str | None = None
+        self.telegram_user_id: int | None = None
         self.connected_at: datetime | None = None
         """When this actor first connected: older messages fetched now are backlog."""
 
@@ -145,6 +146,7 @@ class SessionActor(Service):
                 return
             failures = 0
             self.username = me.username
+            self.telegram_user_id = me.id
             if self.connected_at is None:
                 self.connected_at = datetime.now(UTC)
             await self._set_state("connected")

@@ -147,4 +147,4 @@ async def _all_done(pool: asyncpg.Pool, session_id: int, n: int) -> bool:
     )
     counts = {(r["direction"], r["state"]): r["c"] for r in rows}
     pending = counts.get(("out", "pending"), 0)
-    return counts.get(("in", "done"), 0) == n and pending == 0
+    return bool(counts.get(("in", "done"), 0) == n and pending == 0)

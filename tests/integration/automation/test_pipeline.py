@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -120,3 +124,126 @@ async def test_twin_replies_once_observe_and_guards_do_not(
 
 async def _connected(pool: asyncpg.Pool, user: int, session_id: int) -> bool:
     return (await sessions.get(pool, user, session_id)).state == "connected"
+
+
+async def test_flood_wait_on_sends_delays_but_every_reply_arrives(
+    pool: asyncpg.Pool, sim_world: SimWorld, sim_llm: str
+) -> None:
+    user, session_id, account = await setup_account(pool, sim_world, "flooded")
+    friends = [(await sim_world.user())[0] for _ in range(10)]
+    chats = [await sim_world.chat("private", [account.user_id, f]) for f in friends]
+    for chat in chats:
+        await automation.set_chat_config(
+            pool,
+            user,
+            session_id,
+            chat.seen_by(account.user_id),
+            mode="digital_twin",
+            reply_delay_min_s=0.0,
+            reply_delay_max_s=0.0,
+        )
+    async with Vibee(pool, sim_world, sim_llm):
+        await eventually(lambda: _connected(pool, user, session_id))
+        await sim_world.fault("flood_wait", account=account, seconds=1, count=1)
+        for chat, friend in zip(chats, friends, strict=True):
+            await sim_world.inject(chat, friend, "ping")
+
+        async def all_replied() -> bool:
+            for chat in chats:
+                if len(await replies(sim_world, chat, account)) != 1:
+                    return False
+            return True
+
+        await eventually(all_replied, timeout=60)
+    dead = await pool.fetchval("SELECT count(*) FROM dead_letters")
+    assert dead == 0
+
+
+async def test_a_forbidden_chat_goes_to_dead_letters_and_can_be_replayed(
+    pool: asyncpg.Pool, sim_world: SimWorld, sim_llm: str, clean_env: Path, db_url: str
+) -> None:
+    user, session_id, account = await setup_account(pool, sim_world, "deadletters")
+    owner, _ = await sim_world.user()
+    channel = await sim_world.chat("channel", [owner, account.user_id], admins=[owner])
+    tg_chat = channel.seen_by(account.user_id)
+    await automation.set_chat_config(pool, user, session_id, tg_chat, mode="observe")
+    outbox_id = await pool.fetchval(
+        "INSERT INTO messages (user_id, session_id, tg_chat_id, direction, text, random_id, "
+        "state) VALUES ($1, $2, $3, 'out', 'hello channel', 99, 'pending') RETURNING id",
+        user,
+        session_id,
+        tg_chat,
+    )
+    async with Vibee(pool, sim_world, sim_llm):
+
+        async def dead() -> bool:
+            state = await pool.fetchval("SELECT state FROM messages WHERE id = $1", outbox_id)
+            return bool(state == "dead")
+
+        await eventually(dead)
+    env = {**os.environ, "VIBEE_DATABASE__URL": db_url}
+    listed = subprocess.run(
+        [sys.executable, "-m", "vibee", "dlq", "list"], capture_output=True, text=True, env=env
+    )
+    assert listed.returncode == 0, listed.stderr
+    (line,) = listed.stdout.splitlines()
+    assert "This account cannot write in this chat." in line and "hello channel" in line
+    letter = line.split("\t")[0]
+    replayed = subprocess.run(
+        [sys.executable, "-m", "vibee", "dlq", "replay", letter],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert replayed.returncode == 0 and "replayed" in replayed.stdout
+    assert await pool.fetchval("SELECT state FROM messages WHERE id = $1", outbox_id) == "pending"
+    missing = subprocess.run(
+        [sys.executable, "-m", "vibee", "dlq", "drop", "424242"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert missing.returncode == 1 and "no dead letter 424242" in missing.stderr
+
+
+async def test_sniper_records_one_lead_per_sender_per_hour_and_tells_the_owner(
+    pool: asyncpg.Pool, sim_world: SimWorld, sim_llm: str
+) -> None:
+    user, session_id, account = await setup_account(pool, sim_world, "sniper")
+    buyer, _ = await sim_world.user()
+    other, _ = await sim_world.user()
+    market = await sim_world.chat("group", [account.user_id, buyer, other])
+    inbox = await sim_world.chat("group", [account.user_id, other])  # where lead cards go
+    tg_market = market.seen_by(account.user_id)
+    await automation.set_chat_config(
+        pool,
+        user,
+        session_id,
+        tg_market,
+        mode="sniper",
+        trigger_words=["купить квартиру", "бот"],
+        lead_chat_id=inbox.seen_by(account.user_id),
+    )
+    async with Vibee(pool, sim_world, sim_llm):
+        await eventually(lambda: _connected(pool, user, session_id))
+        await sim_world.inject(market, buyer, "Хочу КУПИТЬ   квартиру в центре!")
+        await sim_world.inject(market, buyer, "И ещё раз: купить квартиру")  # same hour
+        await sim_world.inject(market, other, "Ищу работу")  # 'бот' inside 'работу'
+        await sim_world.inject(market, other, "Нужен бот для магазина")
+
+        async def cards() -> list[dict[str, Any]]:
+            found = await replies(sim_world, inbox, account)
+            return found if len(found) >= 2 else []
+
+        sent = await eventually(cards, timeout=30)
+        await asyncio.sleep(1.0)
+        assert len(await replies(sim_world, inbox, account)) == 2
+    leads = await pool.fetch("SELECT sender_id, trigger FROM leads ORDER BY id")
+    assert [(r["sender_id"], r["trigger"]) for r in leads] == [
+        (buyer, "купить квартиру"),
+        (other, "бот"),
+    ]
+    assert "купить квартиру" in sent[0]["text"] and "КУПИТЬ" in sent[0]["text"]
+    assert await replies(sim_world, market, account) == []  # no invitation configured
+    reasons = [r["reason"] for r in await pool.fetch("SELECT reason FROM analytics_events")]
+    assert sorted(reasons) == ["lead", "lead", "lead_duplicate", "no_trigger"]
