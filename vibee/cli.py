@@ -391,6 +391,16 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return _run_async(lambda: _with_connection(config, work))
 
 
+# --- vibee demo ------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Everything on this machine: simulators, the daemon, a scripted conversation."""
+    from vibee import demo
+
+    return demo.main()
+
+
 # --- vibee sim ---------------------------------------------------------------------------
 
 
@@ -424,6 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sub.add_parser("run", parents=[common], help="run the daemon").set_defaults(func=cmd_run)
+    sub.add_parser(
+        "demo", help="VIBEE end to end on simulators: no credentials, no network"
+    ).set_defaults(func=cmd_demo)
 
     config = sub.add_parser("config", help="configuration").add_subparsers(
         dest="action", required=True, parser_class=_Parser

@@ -150,8 +150,8 @@ async def add_lead_if_new(
     value = await db.fetchval(
         "INSERT INTO leads (user_id, session_id, chat_id, sender_id, message_id, trigger, text, "
         "created_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS (SELECT 1 FROM leads "
-        "WHERE chat_id = $3 AND sender_id = $4 AND created_at > $8::timestamptz - interval '1 hour') "
-        "RETURNING id",
+        "WHERE chat_id = $3 AND sender_id = $4 "
+        "AND created_at > $8::timestamptz - interval '1 hour') RETURNING id",
         user_id,
         session_id,
         chat_id,

@@ -81,9 +81,7 @@ def validate_credentials(username: str, password: str) -> None:
         raise UserError(f"password: must be at least {MIN_PASSWORD} characters")
 
 
-async def create(
-    conn: asyncpg.Connection, username: str, password: str, display_name: str = ""
-) -> User:
+async def create(conn: Executor, username: str, password: str, display_name: str = "") -> User:
     """Create a user. Raises UserError for a bad name or password, UserExists when taken."""
     validate_credentials(username, password)
     try:
@@ -100,7 +98,7 @@ async def create(
     return _user(row)
 
 
-async def get_by_name(conn: asyncpg.Connection, username: str) -> User:
+async def get_by_name(conn: Executor, username: str) -> User:
     """The user with this name (case-insensitive). Raises UserNotFound."""
     row = await conn.fetchrow(
         "SELECT id, username, display_name, subscription_tier, disabled_at, created_at "
@@ -112,7 +110,7 @@ async def get_by_name(conn: asyncpg.Connection, username: str) -> User:
     return _user(row)
 
 
-async def list_all(conn: asyncpg.Connection) -> list[User]:
+async def list_all(conn: Executor) -> list[User]:
     """Every user, oldest first."""
     rows = await conn.fetch(
         "SELECT id, username, display_name, subscription_tier, disabled_at, created_at "
@@ -121,7 +119,7 @@ async def list_all(conn: asyncpg.Connection) -> list[User]:
     return [_user(r) for r in rows]
 
 
-async def set_disabled(conn: asyncpg.Connection, username: str, disabled: bool = True) -> User:
+async def set_disabled(conn: Executor, username: str, disabled: bool = True) -> User:
     """Disable (or enable) a user. Raises UserNotFound."""
     row = await conn.fetchrow(
         "UPDATE users SET disabled_at = CASE WHEN $2 THEN coalesce(disabled_at, now()) END, "
@@ -135,7 +133,7 @@ async def set_disabled(conn: asyncpg.Connection, username: str, disabled: bool =
     return _user(row)
 
 
-async def verify_password(conn: asyncpg.Connection, username: str, password: str) -> User | None:
+async def verify_password(conn: Executor, username: str, password: str) -> User | None:
     """The user when the password matches and the user is enabled, else None."""
     row = await conn.fetchrow(
         "SELECT id, username, display_name, subscription_tier, disabled_at, created_at, "
