@@ -218,7 +218,7 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
         return current.sessions
 
     try:
-        gateways: GatewayFactory | None = gateway_factory(config, secrets)
+        gateways: GatewayFactory | None = gateway_factory(config, secrets, lambda: db.pool)
     except TelegramNotConfigured as exc:
         log.warning("no Telegram session will run", extra={"reason": str(exc)})
         gateways = None

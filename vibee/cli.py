@@ -281,7 +281,8 @@ def cmd_login(args: argparse.Namespace) -> int:
     config = _load(args)
     _, store = prepare_state(config)
     keyring = store.keyring("session_keys")
-    gateways = gateway_factory(config, store)
+    connection: list[Any] = []
+    gateways = gateway_factory(config, store, lambda: connection[0])
 
     def show(token: QrLogin) -> None:
         import segno
@@ -294,6 +295,7 @@ def cmd_login(args: argparse.Namespace) -> int:
         return _ask("Two-step verification password: ", secret=True)
 
     async def work(conn: Any) -> int:
+        connection.append(conn)
         user = await users.get_by_name(conn, args.user)
         flow = LoginFlow(conn, keyring, gateways)
         if args.qr:

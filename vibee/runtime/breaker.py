@@ -81,6 +81,7 @@ class CircuitBreaker:
         reset_timeout: float = 30.0,
         half_open_max_calls: int = 1,
         clock: Callable[[], float] = time.monotonic,
+        export: bool = True,
     ) -> None:
         """Open after ``threshold`` consecutive failures; probe after ``reset_timeout`` s."""
         if threshold < 1 or half_open_max_calls < 1 or reset_timeout < 0:
@@ -94,8 +95,11 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._probes = 0
-        self._gauge = metrics.CIRCUIT_STATE.labels(name)
-        self._gauge.set(CircuitState.CLOSED)
+        # one series per breaker: pass export=False for breakers there are unboundedly many
+        # of (one per Telegram session), whose names would be ids in a label
+        self._gauge = metrics.CIRCUIT_STATE.labels(name) if export else None
+        if self._gauge is not None:
+            self._gauge.set(CircuitState.CLOSED)
 
     @property
     def state(self) -> CircuitState:
@@ -177,7 +181,8 @@ class CircuitBreaker:
             self._opened_at = self._clock()
         elif state is CircuitState.CLOSED:
             self._failures = 0
-        self._gauge.set(state)
+        if self._gauge is not None:
+            self._gauge.set(state)
         if state is not previous:
             level = logging.WARNING if state is CircuitState.OPEN else logging.INFO
             log.log(

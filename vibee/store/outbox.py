@@ -207,23 +207,31 @@ async def write_card(
 async def mark_sent(conn: Conn, outbox: OutboxRow, message_id: int | None) -> None:
     """The reply reached Telegram (``message_id`` None: it had already, random_id reused).
 
-    The account's own update for the sent message may have been stored already as a plain
-    outgoing row; that copy is dropped so the outbox row carries the message id."""
-    async with conn.transaction():
-        if message_id is not None:
-            await conn.execute(
-                "DELETE FROM messages WHERE session_id = $1 AND tg_chat_id = $2 "
-                "AND message_id = $3 AND direction = 'out' AND random_id IS NULL",
-                outbox.session_id,
-                outbox.tg_chat_id,
-                message_id,
-            )
-        await conn.execute(
-            "UPDATE messages SET state = 'sent', message_id = coalesce($2, message_id), "
-            "sent_at = now(), updated_at = now(), attempts = attempts + 1 WHERE id = $1",
-            outbox.id,
-            message_id,
-        )
+    The account's own update for the sent message may have been stored as a plain outgoing
+    row, even by a transaction still in flight: that copy is dropped (once the other
+    transaction commits, the unique key makes ours wait and fail, and we drop it again)
+    so the outbox row alone carries the message id."""
+    for _ in range(5):
+        try:
+            async with conn.transaction():
+                if message_id is not None:
+                    await conn.execute(
+                        "DELETE FROM messages WHERE session_id = $1 AND tg_chat_id = $2 "
+                        "AND message_id = $3 AND direction = 'out' AND random_id IS NULL",
+                        outbox.session_id,
+                        outbox.tg_chat_id,
+                        message_id,
+                    )
+                await conn.execute(
+                    "UPDATE messages SET state = 'sent', message_id = coalesce($2, message_id), "
+                    "sent_at = now(), updated_at = now(), attempts = attempts + 1 WHERE id = $1",
+                    outbox.id,
+                    message_id,
+                )
+            return
+        except asyncpg.UniqueViolationError:
+            continue  # the copy was committed meanwhile: drop it and try again
+    raise RuntimeError(f"cannot record outbox row {outbox.id} as sent")
 
 
 async def count_attempt(db: Executor, outbox_id: int, error: str) -> int:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from vibee.config import Config
 from vibee.secrets import SecretStore
+from vibee.store.sessions import Executor
 from vibee.telegram.gateway import Gateway
 from vibee.telegram.login import GatewayFactory
 
@@ -12,8 +15,11 @@ class TelegramNotConfigured(Exception):
     """The Telethon backend needs ``telegram.api_id`` and the secret ``telegram_api_hash``."""
 
 
-def gateway_factory(config: Config, secrets: SecretStore) -> GatewayFactory:
-    """A factory of gateways for ``telegram.backend``. Raises TelegramNotConfigured."""
+def gateway_factory(
+    config: Config, secrets: SecretStore, db: Callable[[], Executor]
+) -> GatewayFactory:
+    """A factory of gateways for ``telegram.backend``; ``db`` gives the database that keeps
+    Telethon's session state (called when a gateway is built). Raises TelegramNotConfigured."""
     telegram = config.telegram
     if telegram.backend == "sim":
         from vibee.telegram.sim_gateway import SimGateway
@@ -28,18 +34,12 @@ def gateway_factory(config: Config, secrets: SecretStore) -> GatewayFactory:
             "telegram.api_id and the secret telegram_api_hash are not set (get them at "
             "https://my.telegram.org): Telegram accounts cannot connect"
         )
-    from vibee.telegram.telethon_gateway import TelethonGateway
+    from vibee.telegram.telethon_gateway import telethon_gateways
+
+    keyring = secrets.keyring("session_keys")
 
     def telethon(session_id: int, credential: bytes | None) -> Gateway:
-        return TelethonGateway(
-            telegram.api_id,
-            api_hash.value,
-            credential,
-            device_model=telegram.device_model,
-            app_version=telegram.app_version,
-            flood_sleep_threshold=telegram.flood_sleep_threshold_s,
-            connection_retries=telegram.retry_attempts,
-            retry_delay=telegram.retry_delay_s,
-        )
+        build = telethon_gateways(telegram, api_hash.value, keyring, db())
+        return build(session_id, credential)
 
     return telethon

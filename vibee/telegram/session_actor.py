@@ -28,7 +28,7 @@ from typing import Protocol
 
 import asyncpg
 from aiolimiter import AsyncLimiter
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 from vibee.obs.logging import bind
 from vibee.runtime import CircuitBreaker, CircuitOpenError, Service
@@ -49,6 +49,11 @@ from vibee.telegram.gateway import (
 log = logging.getLogger("vibee.telegram.session")
 
 SESSIONS = Gauge("vibee_sessions", "Telegram sessions by state, on this instance.", ["state"])
+ENDED = Counter(
+    "vibee_sessions_ended",
+    "Sessions that stopped for good (logged out, bad credentials) on this instance.",
+    ["state"],
+)
 MAX_CHAT_LIMITERS = 4096
 MAX_BACKOFF_S = 60.0
 
@@ -97,7 +102,10 @@ class SessionActor(Service):
         self._per_chat = per_chat_per_minute
         self._limiters: OrderedDict[int, AsyncLimiter] = OrderedDict()
         self._breaker = CircuitBreaker(
-            f"telegram:{session_id}", threshold=circuit_threshold, reset_timeout=30.0
+            f"telegram:{session_id}",
+            threshold=circuit_threshold,
+            reset_timeout=30.0,
+            export=False,  # session ids must not become label values; see SESSIONS
         )
         self._retry_delay = retry_delay_s
         self.state = "new"
@@ -116,8 +124,10 @@ class SessionActor(Service):
                 await self._connect_and_pump()
             finally:
                 self.connected.clear()
-                await self._gateway.disconnect()
                 SESSIONS.labels(self.state).dec()
+                if self.state in ("logged_out", "bad_credentials"):
+                    ENDED.labels(self.state).inc()
+                await self._gateway.disconnect()
 
     async def _connect_and_pump(self) -> None:
         SESSIONS.labels(self.state).inc()
