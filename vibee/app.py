@@ -31,6 +31,7 @@ from pathlib import Path
 from aiohttp import web
 
 from vibee.admin.health import Readiness
+from vibee.admin.listener import HttpListener
 from vibee.admin.server import build_admin_app, json_response, problem
 from vibee.ai.router import Router
 from vibee.ai.service import build_router
@@ -101,32 +102,6 @@ class DatabaseService(Service):
     async def on_stop(self) -> None:
         """Close the pool and stop the embedded server this process runs."""
         await self._db.close()
-
-
-class AdminService(Service):
-    """The admin endpoint; binds its port in ``on_start`` so readiness is served at once."""
-
-    def __init__(self, host: str, port: int, app: web.Application) -> None:
-        super().__init__("admin")
-        self._host, self._port = host, port
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        self.bound_port = 0
-
-    async def on_start(self) -> None:
-        """Bind the listening socket."""
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
-        self.bound_port = self._runner.addresses[0][1]
-        log.info("admin endpoint listening", extra={"host": self._host, "port": self.bound_port})
-
-    async def run(self) -> None:
-        """Serve until stopped."""
-        await asyncio.Event().wait()
-
-    async def on_stop(self) -> None:
-        """Close the listener and open connections."""
-        await self._runner.cleanup()
 
 
 @dataclass(slots=True)
@@ -321,7 +296,7 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
             ),
             ChildSpec(
                 "admin",
-                lambda: AdminService(config.admin.host, config.admin.port, admin_app),
+                lambda: HttpListener("admin", config.admin.host, config.admin.port, admin_app),
                 shutdown_timeout=5,
             ),
             ChildSpec(

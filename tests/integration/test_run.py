@@ -56,7 +56,7 @@ class Daemon:
 
     @property
     def admin(self) -> str:
-        return f"http://127.0.0.1:{self.wait_for('admin endpoint listening')['port']}"
+        return f"http://127.0.0.1:{self.wait_for('admin listening')['port']}"
 
     def get(self, path: str) -> tuple[int, bytes]:
         try:

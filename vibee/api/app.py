@@ -20,19 +20,19 @@ import orjson
 from aiohttp import web
 
 from vibee import __version__
+from vibee.admin.listener import HttpListener
 from vibee.api import openapi
 from vibee.api.access import AccessTokens
 from vibee.api.auth import Authenticator, HashGate, PoolSource, UserCache
 from vibee.api.context import ApiContext, ApiSettings
 from vibee.api.metrics import HttpMetrics
 from vibee.api.ratelimit import RateLimits
-from vibee.api.routes import all_routes
+from vibee.api.routes import all_routes, chats, params, telegram
 from vibee.api.routes.meta import openapi_route
 from vibee.api.routing import Route, edge, wrap
 from vibee.api.tiers import TierLimits, Tiers
 from vibee.config import Config
 from vibee.coord.base import RateLimiter
-from vibee.runtime import Service
 from vibee.secrets import Keyring
 from vibee.store import tokens
 from vibee.store.db import DatabaseError
@@ -75,9 +75,11 @@ def build_api_app(
     limiter: RateLimiter,
     *,
     clock: Callable[[], float] = time.time,
+    login: telegram.LoginFlowFactory | None = None,
 ) -> web.Application:
     """The public API application. ``pool`` returns the open asyncpg pool when called (it
-    is called per request, so the pool may be opened after the app is built)."""
+    is called per request, so the pool may be opened after the app is built). ``login``
+    builds the Telegram login flow (None: the login routes answer 503)."""
     access = AccessTokens(keyring, settings.access_token_ttl_s, clock=clock)
     cache = UserCache(settings.user_cache_ttl_s)
     ctx = ApiContext(
@@ -94,8 +96,9 @@ def build_api_app(
         ),
         hashing=HashGate(settings.hash_slots, settings.hash_queue),
     )
-    table = all_routes()
+    table = [*all_routes(), *telegram.routes(login), *chats.routes()]
     document = openapi.document([*table, openapi_route(b"")], __version__)
+    params.annotate(document, (telegram.PARAMS, chats.PARAMS))
     table.append(openapi_route(orjson.dumps(document)))
     app = web.Application(
         middlewares=[edge(HttpMetrics())], client_max_size=settings.max_body_bytes
@@ -107,24 +110,13 @@ def build_api_app(
     return app
 
 
-class ApiService(Service):
+class ApiService(HttpListener):
     """The public API listener, and the hourly purge of long-expired refresh tokens."""
 
     def __init__(self, host: str, port: int, app: web.Application, pool: PoolSource) -> None:
         """Serve ``app`` on ``host:port``; ``pool`` is the database for the purge."""
-        super().__init__("api")
-        self._host, self._port = host, port
+        super().__init__("api", host, port, app)
         self._pool = pool
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        self.bound_port = 0
-
-    async def on_start(self) -> None:
-        """Bind the listening socket."""
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
-        self.bound_port = self._runner.addresses[0][1]
-        log.info("api listening", extra={"host": self._host, "port": self.bound_port})
 
     async def run(self) -> None:
         """Serve until stopped; purge expired refresh tokens every hour."""
@@ -143,7 +135,3 @@ class ApiService(Service):
         if deleted:
             log.info("expired refresh tokens purged", extra={"count": deleted})
         return deleted
-
-    async def on_stop(self) -> None:
-        """Close the listener and open connections."""
-        await self._runner.cleanup()

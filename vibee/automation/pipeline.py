@@ -302,15 +302,17 @@ class Pipeline(Service):
             self.notify([key], reply_at - time.monotonic())  # gather what arrives meanwhile
             return
         self._reply_at.pop(key, None)
-        await self._answer(answer, config, actor, started=time.monotonic())
+        await self._answer(answer, config, actor, deliberate_s=delay)
 
     async def _answer(
         self,
         rows: list[outbox.InboundRow],
         config: automation.ChatConfig,
         actor: SessionActor | None,
-        started: float,
+        deliberate_s: float,
     ) -> None:
+        """Ask the model, write the reply to the outbox, send it. ``deliberate_s``: the
+        human-like delay waited on purpose (not overhead)."""
         router = self._router()
         last = rows[-1]
         chat_id = config.chat_id or None
@@ -355,9 +357,13 @@ class Pipeline(Service):
             reply_to,
             0,
         )
+        typing_started = time.monotonic()
         if actor is not None:
             await actor.typing(last.tg_chat_id)
-        overhead = time.monotonic() - started - ai_seconds
+        telegram_s = time.monotonic() - typing_started
+        # stored → handed to the gateway, less what is not the pipeline's own doing
+        since_stored = time.time() - last.created_at.timestamp()
+        overhead = since_stored - ai_seconds - deliberate_s - telegram_s
         if await self._send(item, actor):
             LATENCY.observe(max(0.0, overhead))
 

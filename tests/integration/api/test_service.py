@@ -29,7 +29,7 @@ async def test_the_service_listens_on_start_and_stops(
     for _ in range(2):  # a restarted service serves the same application again
         service = ApiService("127.0.0.1", 0, app, lambda: pool)
         caplog.clear()
-        with caplog.at_level(logging.INFO, logger="vibee.api"):
+        with caplog.at_level(logging.INFO, logger="vibee.http"):
             await service.start()
         try:
             assert service.bound_port > 0

@@ -1,0 +1,354 @@
+"""Benchmark: the automation pipeline end to end, and ingest against asyncpg's batch insert.
+
+Run: ``scripts/bench pipeline [--sessions 10] [--chats 100] [--seconds 4]`` (prints one
+JSON object). In this process under uvloop: what ``vibee run`` composes (router, ingest,
+pipeline, sessions, session manager) over an embedded Postgres in a temporary directory,
+the sim and the fake LLM as separate processes, all on the same cores.
+
+* replies: digital-twin chats (reply delay 0), messages offered at 100, 1,000 and 5,000
+  msgs/s for a few seconds, spread over the chats; the fake LLM at 0 ms and at 500 ms.
+  Figures: replies/s (first injection → last reply confirmed sent) and the pipeline
+  overhead (``vibee_pipeline_latency_seconds``: stored → handed to Telegram, AI time and the
+  reply delay excluded; quantiles from the histogram buckets, so upper bounds).
+* ingest: observed chats only; stored msgs/s, beside asyncpg inserting the same rows with
+  ``unnest`` batches into a scratch table in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import uvloop
+from prometheus_client import REGISTRY
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from vibee.ai.providers.openai_compat import OpenAICompatProvider
+from vibee.ai.router import ProviderSlot, Router
+from vibee.automation.ingest import Ingest
+from vibee.automation.pipeline import Pipeline
+from vibee.runtime import CircuitBreaker, Supervisor
+from vibee.secrets import Keyring, new_keyring_text
+from vibee.store import automation, embedded
+from vibee.store.db import _init_connection
+from vibee.store.migrate import Migrator
+from vibee.telegram.manager import SessionManager
+from vibee.telegram.session_store import seal
+from vibee.telegram.sim_gateway import SimGateway
+
+BUCKET_METRIC = "vibee_pipeline_latency_seconds"
+
+
+def histogram() -> list[tuple[float, float]]:
+    """(upper bound, cumulative count) of the pipeline latency histogram now."""
+    out = []
+    for metric in REGISTRY.collect():
+        if metric.name == BUCKET_METRIC:
+            for sample in metric.samples:
+                if sample.name.endswith("_bucket"):
+                    out.append((float(sample.labels["le"]), sample.value))
+    return sorted(out)
+
+
+def quantile(
+    before: list[tuple[float, float]], after: list[tuple[float, float]], q: float
+) -> float:
+    """The upper bound of the bucket holding quantile ``q`` of the observations in between."""
+    counts = [(le, a - b) for (le, a), (_, b) in zip(after, before, strict=True)]
+    total = counts[-1][1] if counts else 0
+    if total <= 0:
+        return float("nan")
+    for le, cumulative in counts:
+        if cumulative >= q * total:
+            return le
+    return float("inf")
+
+
+_worlds = 0
+
+
+class World:
+    """Accounts, chats and peers in the sim, sessions and chat rows in Postgres."""
+
+    def __init__(self, url: str, pool: asyncpg.Pool, keyring: Keyring) -> None:
+        self.url, self.pool, self.keyring = url, pool, keyring
+        self.chats: list[tuple[int, int, int, int]] = []  # (session, sim chat, tg chat, peer)
+
+    async def build(self, sessions: int, chats: int, mode: str) -> None:
+        global _worlds
+        _worlds += 1
+        user = await self.pool.fetchval(
+            "INSERT INTO users (username, password_hash) VALUES ($1, 'x') RETURNING id",
+            f"bench-{_worlds}",
+        )
+        async with aiohttp.ClientSession() as http:
+
+            async def call(path: str, body: dict[str, Any]) -> Any:
+                async with http.post(self.url + path, json=body) as response:
+                    return await response.json()
+
+            for s in range(sessions):
+                phone = f"+1{_worlds:03d}{s:07d}"
+                account = await call("/accounts", {"phone": phone, "authorize": True})
+                session_id = await self.pool.fetchval(
+                    "INSERT INTO telegram_sessions (user_id, phone, state) "
+                    "VALUES ($1, $2, 'authorized') RETURNING id",
+                    user,
+                    phone,
+                )
+                sealed, key_id = seal(self.keyring, session_id, bytes.fromhex(account["session"]))
+                await self.pool.execute(
+                    "UPDATE telegram_sessions SET credential = $2, credential_key_id = $3 "
+                    "WHERE id = $1",
+                    session_id,
+                    sealed,
+                    key_id,
+                )
+                for _ in range(chats):
+                    # one peer per chat: a private chat is known by its peer's id
+                    peer = (await call("/users", {"name": "Peer"}))["user_id"]
+                    chat = await call(
+                        "/chats", {"type": "private", "members": [account["user_id"], peer]}
+                    )
+                    tg_chat = chat["peer_ids"].get(str(account["user_id"]), chat["chat_id"])
+                    await automation.set_chat_config(
+                        self.pool,
+                        user,
+                        session_id,
+                        tg_chat,
+                        mode=mode,
+                        reply_delay_min_s=0.0,
+                        reply_delay_max_s=0.0,
+                    )
+                    self.chats.append((session_id, chat["chat_id"], tg_chat, peer))
+
+
+async def offer(url: str, world: World, rate: int, seconds: float) -> int:
+    """Inject ``rate`` msgs/s for ``seconds``, in 0.1 s ticks, round-robin over the chats."""
+    total = int(rate * seconds)
+    per_tick = max(1, rate // 10)
+    sent = 0
+    async with aiohttp.ClientSession() as http:
+        start = time.perf_counter()
+        while sent < total:
+            batch = []
+            for i in range(sent, min(total, sent + per_tick)):
+                _, chat, _, peer = world.chats[i % len(world.chats)]
+                batch.append({"chat_id": chat, "from": peer, "text": f"question {i}"})
+            async with http.post(f"{url}/messages/batch", json={"messages": batch}) as r:
+                r.raise_for_status()
+            sent += len(batch)
+            next_tick = start + sent / rate
+            await asyncio.sleep(max(0.0, next_tick - time.perf_counter()))
+    return total
+
+
+async def count(pool: asyncpg.Pool, sql: str, *args: Any) -> int:
+    return int(await pool.fetchval(sql, *args) or 0)
+
+
+async def run_case(
+    url: str, llm: str, pool: asyncpg.Pool, world: World, rate: int, seconds: float, ai_ms: int
+) -> dict[str, Any]:
+    model = "gpt" if ai_ms == 0 else f"sim:latency_ms={ai_ms}"
+    provider = OpenAICompatProvider("openai", f"{llm}/openai/v1", model, "k", 30, 512)
+    router = Router(
+        [ProviderSlot(provider, CircuitBreaker(f"bench:{rate}:{ai_ms}"), asyncio.Semaphore(512))],
+        cache=None,
+    )
+    sessions = Supervisor("sessions", concurrent_stop=True)
+    workers = 64 if ai_ms == 0 else 512
+    pipeline = Pipeline(pool, lambda: router, lambda: sessions, worker_count=workers, seed=1)
+    ingest = Ingest(pool, 500, 20_000, pipeline.notify)
+    manager = SessionManager(
+        lambda: sessions,
+        pool,
+        world.keyring,
+        lambda _id, cred: SimGateway(world.url, cred),
+        ingest,
+        per_chat_per_minute=100_000,
+        sweep_s=3600,
+    )
+    for child in (ingest, pipeline, sessions):
+        await child.start()
+    await manager.sweep()
+    while any(
+        not getattr(sessions.get(n), "connected", asyncio.Event()).is_set()
+        for n in sessions.names()
+    ):
+        await asyncio.sleep(0.05)
+    ids = sorted({c[0] for c in world.chats})
+    before = histogram()
+    started = time.perf_counter()
+    offered = await offer(url, world, rate, seconds)
+    deadline = time.perf_counter() + 180
+    while time.perf_counter() < deadline:
+        row = await pool.fetchrow(
+            "SELECT count(*) FILTER (WHERE direction = 'in') AS stored, "
+            "count(*) FILTER (WHERE (direction = 'in' AND state = 'received') "
+            "OR (direction = 'out' AND state = 'pending')) AS unfinished "
+            "FROM messages WHERE session_id = ANY($1::bigint[])",
+            ids,
+        )
+        assert row is not None
+        if row["stored"] >= offered and row["unfinished"] == 0:
+            break
+        await asyncio.sleep(0.02)
+    elapsed = time.perf_counter() - started
+    sent = await count(
+        pool,
+        "SELECT count(*) FROM messages WHERE session_id = ANY($1::bigint[]) "
+        "AND direction = 'out' AND state = 'sent' AND random_id IS NOT NULL",
+        ids,
+    )
+    after = histogram()
+    for child in (sessions, pipeline, ingest):
+        await child.stop(30)
+    await router.close()
+    return {
+        "offered_msgs_per_s": rate,
+        "ai_latency_ms": ai_ms,
+        "messages": offered,
+        "replies_sent": sent,
+        "replies_per_s": round(sent / elapsed),
+        "overhead_p50_ms_at_most": round(quantile(before, after, 0.5) * 1000, 3),
+        "overhead_p99_ms_at_most": round(quantile(before, after, 0.99) * 1000, 3),
+    }
+
+
+async def ingest_case(url: str, pool: asyncpg.Pool, world: World, n: int) -> dict[str, Any]:
+    sessions = Supervisor("sessions", concurrent_stop=True)
+    ingest = Ingest(pool, 500, 50_000)
+    manager = SessionManager(
+        lambda: sessions,
+        pool,
+        world.keyring,
+        lambda _id, cred: SimGateway(world.url, cred),
+        ingest,
+        sweep_s=3600,
+    )
+    await ingest.start()
+    await sessions.start()
+    await manager.sweep()
+    while any(
+        not getattr(sessions.get(x), "connected", asyncio.Event()).is_set()
+        for x in sessions.names()
+    ):
+        await asyncio.sleep(0.05)
+    base = await count(pool, "SELECT count(*) FROM messages")
+    started = time.perf_counter()
+    await offer(url, world, 1_000_000, n / 1_000_000)
+    while await count(pool, "SELECT count(*) FROM messages") - base < n:
+        await asyncio.sleep(0.01)
+    elapsed = time.perf_counter() - started
+    await sessions.stop(30)
+    await ingest.stop(10)
+
+    # the baseline: the same number of rows, 500 at a time, straight into a scratch table
+    now = datetime.now(UTC)
+    rows = [(1, 1, i % 100, i, "in", 7, f"question {i}", i, now) for i in range(n)]
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "CREATE TEMP TABLE scratch (u bigint, s bigint, c bigint, m bigint, d text, "
+            "f bigint, x text, q bigint, t timestamptz, UNIQUE (s, c, m, d))"
+        )
+        t0 = time.perf_counter()
+        for i in range(0, n, 500):
+            chunk = list(zip(*rows[i : i + 500], strict=True))
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO scratch SELECT * FROM unnest($1::bigint[], $2::bigint[], "
+                    "$3::bigint[], $4::bigint[], $5::text[], $6::bigint[], $7::text[], "
+                    "$8::bigint[], $9::timestamptz[]) ON CONFLICT DO NOTHING",
+                    *chunk,
+                )
+        baseline = n / (time.perf_counter() - t0)
+    return {
+        "messages": n,
+        "ingest_msgs_per_s": round(n / elapsed),
+        "asyncpg_batch_insert_rows_per_s": round(baseline),
+        "ingest_vs_asyncpg": round((n / elapsed) / baseline, 3),
+    }
+
+
+async def bench(url: str, llm: str, db_url: str, args: argparse.Namespace) -> dict[str, Any]:
+    pool = await asyncpg.create_pool(db_url, min_size=4, max_size=16, init=_init_connection)
+    assert pool is not None
+    keyring = Keyring.parse("session_keys", new_keyring_text())
+    results: dict[str, Any] = {"benchmark": "pipeline", "cases": []}
+    for ai_ms in (0, 500):
+        for rate in (100, 1000, 5000):
+            world = World(url, pool, keyring)
+            await world.build(args.sessions, args.chats, "digital_twin")
+            case = await run_case(url, llm, pool, world, rate, args.seconds, ai_ms)
+            results["cases"].append(case)
+            print(json.dumps(case), file=sys.stderr)
+    observe = World(url, pool, keyring)
+    await observe.build(args.sessions, args.chats, "observe")
+    results["ingest"] = await ingest_case(url, pool, observe, args.ingest_messages)
+    await pool.close()
+    best = max(c["replies_per_s"] for c in results["cases"] if c["ai_latency_ms"] == 0)
+    at_1000 = next(
+        c for c in results["cases"] if c["ai_latency_ms"] == 0 and c["offered_msgs_per_s"] == 1000
+    )
+    results["targets"] = {
+        "replies_per_s>=1000": best >= 1000,
+        "overhead_p50<=1ms@1000": at_1000["overhead_p50_ms_at_most"] <= 1,
+        "overhead_p99<=5ms@1000": at_1000["overhead_p99_ms_at_most"] <= 5,
+        "ingest>=20000": results["ingest"]["ingest_msgs_per_s"] >= 20_000,
+    }
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=10)
+    parser.add_argument("--chats", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--ingest-messages", type=int, default=50_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="vibee-bench-") as tmp:
+        Path(tmp).chmod(0o755)
+        server = embedded.start(Path(tmp) / "pg")
+        procs = []
+        urls = []
+        try:
+            for module in ("vibee.sim.telegram", "vibee.sim.llm"):
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", module, "--listen", "127.0.0.1:0"],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                procs.append(proc)
+                assert proc.stdout is not None
+                urls.append(proc.stdout.readline().split()[-1])
+
+            async def run() -> dict[str, Any]:
+                conn = await asyncpg.connect(server.url)
+                await Migrator(conn).up()
+                await conn.close()
+                return await bench(urls[0], urls[1], server.url, args)
+
+            result = uvloop.run(run())
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(timeout=10)
+            server.stop()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
