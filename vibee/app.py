@@ -33,12 +33,14 @@ from aiohttp import web
 from vibee.admin.health import Readiness
 from vibee.admin.listener import HttpListener
 from vibee.admin.server import build_admin_app, json_response, problem
+from vibee.ai.embeddings import EmbeddingsClient
 from vibee.ai.router import Router
-from vibee.ai.service import build_router
+from vibee.ai.service import build_embeddings, build_router
 from vibee.api.admin_routes import tier_routes
 from vibee.api.app import CONTEXT, ApiService, build_api_app, settings_from_config
 from vibee.automation.ingest import Ingest
 from vibee.automation.pipeline import Pipeline
+from vibee.automation.rag import Rag
 from vibee.config import Config
 from vibee.coord.local import LocalRateLimiter
 from vibee.obs import logging as vlog
@@ -120,10 +122,14 @@ class AIService(Service):
         super().__init__("ai")
         self._config, self._secrets, self._db = config, secrets, db
         self.router: Router | None = None
+        self.rag: Rag | None = None
+        self._embeddings: EmbeddingsClient | None = None
 
     async def on_start(self) -> None:
         """Build the chain; say which providers are left out and why."""
         self.router, skipped = build_router(self._config, self._secrets, pool=self._db.pool)
+        self._embeddings = build_embeddings(self._config, self._secrets)
+        self.rag = Rag(self._embeddings, self._db.pool) if self._embeddings else None
         for gone in skipped:
             log.warning(
                 "AI provider left out of the chain",
@@ -138,6 +144,8 @@ class AIService(Service):
         """Close the providers' connections."""
         if self.router is not None:
             await self.router.close()
+        if self._embeddings is not None:
+            await self._embeddings.close()
 
 
 class _Current:
@@ -183,6 +191,7 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
             db.pool,
             lambda: current.ai.router if current.ai is not None else None,
             lambda: current.sessions,
+            rag=lambda: current.ai.rag if current.ai is not None else None,
             worker_count=config.workers.worker_count,
             max_retries=config.workers.max_retries,
         )

@@ -21,6 +21,7 @@ from vibee.store import users
 from vibee.store.db import Database, DatabaseError
 from vibee.store.migrate import MigrationError, Migrator
 from vibee.telegram.factory import TelegramNotConfigured
+from vibee.telegram.gateway import GatewayError
 
 T = TypeVar("T")
 
@@ -323,6 +324,61 @@ def cmd_login(args: argparse.Namespace) -> int:
         raise CliError(f"login failed: {exc.message}") from None
 
 
+# --- vibee history import ----------------------------------------------------------------------
+
+
+def cmd_history_import(args: argparse.Namespace) -> int:
+    """Import an account's past messages (resumable), so the twin learns how the owner writes."""
+    from vibee.ai.service import build_embeddings
+    from vibee.app import prepare_state
+    from vibee.automation.history import HistoryImport
+    from vibee.automation.rag import Rag
+    from vibee.store import sessions
+    from vibee.telegram.factory import gateway_factory
+    from vibee.telegram.session_store import unseal
+
+    config = _load(args)
+    _, store = prepare_state(config)
+    connection: list[Any] = []
+    gateways = gateway_factory(config, store, lambda: connection[0])
+
+    def progress(done: int, total: int, messages: int) -> None:
+        width = 30
+        filled = width * done // total if total else width
+        bar = "#" * filled + "-" * (width - filled)
+        print(f"\r[{bar}] chats {done}/{total}, {messages} messages", end="", file=sys.stderr)
+
+    async def work(conn: Any) -> int:
+        connection.append(conn)
+        row = await sessions.get_any_user(conn, args.session)
+        if row.state in ("connecting", "connected", "transient_disconnect"):
+            raise CliError(
+                f"session {row.id} is connected by a running VIBEE: stop it first (two "
+                "connections on one Telegram session make Telegram destroy it)"
+            )
+        if row.credential is None:
+            raise CliError(f"session {row.id} is not logged in")
+        gateway = gateways(row.id, unseal(store.keyring("session_keys"), row.id, row.credential))
+        embedder = build_embeddings(config, store)
+        rag = Rag(embedder, conn) if embedder is not None else None
+        try:
+            await gateway.connect()
+            importer = HistoryImport(conn, gateway, row.user_id, row.id, rag=rag)
+            result = await importer.run(limit=args.limit, progress=progress)
+        finally:
+            await gateway.disconnect()
+            if embedder is not None:
+                await embedder.close()
+        print(file=sys.stderr)
+        print(
+            f"imported {result.messages} messages from {result.chats} chats"
+            f"; {result.indexed} embedded for the twin"
+        )
+        return 0
+
+    return _run_async(lambda: _with_connection(config, work))
+
+
 # --- vibee keys rotate -----------------------------------------------------------------------
 
 
@@ -499,6 +555,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("list", "replay", "drop"):
         dlq.choices[name].set_defaults(func=cmd_dlq)
 
+    history = sub.add_parser("history", help="past messages").add_subparsers(
+        dest="action", required=True, parser_class=_Parser
+    )
+    imp = history.add_parser(
+        "import", parents=[common], help="import a session's past messages (resumable)"
+    )
+    imp.add_argument("--session", type=int, required=True, metavar="ID")
+    imp.add_argument("--limit", type=int, default=None, help="messages per chat at most")
+    imp.set_defaults(func=cmd_history_import)
+
     keys = sub.add_parser("keys", help="keyrings").add_subparsers(
         dest="action", required=True, parser_class=_Parser
     )
@@ -524,6 +590,8 @@ def build_parser() -> argparse.ArgumentParser:
 _EXPECTED = (
     CliError,
     TelegramNotConfigured,
+    LookupError,
+    GatewayError,
     ConfigError,
     SecretError,
     DatabaseError,

@@ -148,6 +148,8 @@ class AIConfig(_Section):
     max_output_chars: int = Field(4096, gt=0, le=4096)
     canned_replies: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
     moderation_provider: str = ""
+    embeddings_provider: str = ""
+    embeddings_model: str = "text-embedding-3-small"
 
     @model_validator(mode="after")
     def _patterns_compile(self) -> AIConfig:
@@ -190,13 +192,10 @@ class AIConfig(_Section):
         unknown = [name for name in self.chain if name not in self.providers]
         if unknown:
             raise ValueError(f"chain names providers that are not configured: {unknown}")
-        if self.moderation_provider:
-            spec = self.providers.get(self.moderation_provider)
-            if spec is None or spec.kind != "openai":
-                raise ValueError(
-                    f"moderation_provider: {self.moderation_provider!r} is not a configured "
-                    "provider of kind 'openai'"
-                )
+        for key in ("moderation_provider", "embeddings_provider"):
+            name = getattr(self, key)
+            if name and (name not in self.providers or self.providers[name].kind != "openai"):
+                raise ValueError(f"{key}: {name!r} is not a configured provider of kind 'openai'")
         return self
 
 

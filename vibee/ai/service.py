@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from vibee.ai.base import Provider
+from vibee.ai.embeddings import EmbeddingsClient
 from vibee.ai.moderation import LocalModeration, RemoteModeration
 from vibee.ai.providers.anthropic import AnthropicProvider
 from vibee.ai.providers.canned import DEFAULT_REPLIES, CannedProvider
@@ -97,6 +98,18 @@ def database_quota(pool: asyncpg.Pool, max_requests: int, max_tokens: int) -> Qu
         await usage.release(pool, user_id, estimated)
 
     return Quota(reserve, reconcile, release)
+
+
+def build_embeddings(config: Config, secrets: SecretStore) -> EmbeddingsClient | None:
+    """The embeddings client for ``ai.embeddings_provider`` (None: retrieval is off)."""
+    name = config.ai.embeddings_provider
+    if not name:
+        return None
+    spec = config.ai.providers[name]
+    key = secrets.get(f"ai_{name}_api_key")
+    return EmbeddingsClient(
+        spec.base_url, config.ai.embeddings_model, key.value if key else "", timeout_s=10.0
+    )
 
 
 def build_router(

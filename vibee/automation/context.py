@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from typing import Literal
 
 from vibee.ai.base import ChatRequest, Message
+from vibee.automation.rag import Rag
 from vibee.store import automation, outbox
 from vibee.store.outbox import Executor
 
 DIALOG_TURNS = 20
+RAG_EXAMPLES = 5  # RAG: how many similar past replies of the owner go into the prompt
 
 
 def system_prompt(persona: automation.Persona | None, examples: Sequence[str], mode: str) -> str:
@@ -58,10 +60,24 @@ def dialog_turns(dialog: Sequence[tuple[str, str]]) -> tuple[Message, ...]:
     return tuple(turns)
 
 
+# --- RAG (digital twin): the owner's past replies most similar to the new message ---------
+def similar_replies_prompt(similar: Sequence[str]) -> str:
+    """The system-prompt block listing past replies similar to the incoming message."""
+    if not similar:
+        return ""
+    lines = ["How you answered similar messages before (match this, do not copy it):"]
+    lines.extend(f"- {example}" for example in similar)
+    return "\n".join(lines)
+
+
 async def build_request(
-    db: Executor, rows: Sequence[outbox.InboundRow], config: automation.ChatConfig
+    db: Executor,
+    rows: Sequence[outbox.InboundRow],
+    config: automation.ChatConfig,
+    rag: Rag | None = None,
 ) -> ChatRequest:
-    """The request answering ``rows`` (the last unanswered messages of one chat)."""
+    """The request answering ``rows`` (the last unanswered messages of one chat); with
+    ``rag``, the owner's most similar past replies join the system prompt (twin mode)."""
     last = rows[-1]
     persona = await automation.persona(db, last.user_id)
     examples = (
@@ -69,9 +85,14 @@ async def build_request(
     )
     dialog = await outbox.recent_dialog(db, last.session_id, last.tg_chat_id, DIALOG_TURNS)
     turns = dialog_turns(dialog) or (Message("user", "\n".join(r.text for r in rows)),)
+    system = system_prompt(persona, examples, config.mode)
+    if rag is not None and config.mode == "digital_twin":  # RAG: optional, off without it
+        incoming = "\n".join(r.text for r in rows)
+        block = similar_replies_prompt(await rag.examples(last.user_id, incoming, RAG_EXAMPLES))
+        system = f"{system}\n{block}" if block else system
     return ChatRequest(
         messages=turns,
-        system=system_prompt(persona, examples, config.mode),
+        system=system,
         scope=f"user:{last.user_id}:chat:{last.session_id}:{last.tg_chat_id}",
         language="ru" if any("\u0400" <= ch <= "\u04ff" for ch in last.text) else "en",
         mode=config.mode,

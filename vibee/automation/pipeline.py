@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 import asyncpg
 from prometheus_client import Counter, Gauge, Histogram
 
-from vibee.ai.base import ChatRequest, Completion
+from vibee.ai.base import ChatRequest, Completion, ProviderError
 from vibee.ai.router import Router
 from vibee.automation.context import build_request
 from vibee.automation.policy import (
@@ -38,8 +38,9 @@ from vibee.automation.policy import (
     PolicyError,
     decide,
 )
+from vibee.automation.rag import Rag
 from vibee.runtime import Service, Supervisor
-from vibee.store import automation, outbox
+from vibee.store import automation, embeddings, outbox
 from vibee.store.inbox import FLAG_BOT, FLAG_CHANNEL, FLAG_GROUP, FLAG_OUTGOING
 from vibee.telegram.gateway import GatewayError
 from vibee.telegram.session_actor import SessionActor
@@ -141,6 +142,7 @@ class Pipeline(Service):
         max_retries: int = 3,
         sweep_s: float = 5.0,
         seed: int | None = None,
+        rag: Callable[[], Rag | None] = lambda: None,
     ) -> None:
         super().__init__("pipeline")
         self._pool = pool
@@ -149,6 +151,7 @@ class Pipeline(Service):
         self._workers = worker_count
         self._max_retries = max_retries
         self._sweep_s = sweep_s
+        self._rag = rag
         self._seed = random.getrandbits(64) if seed is None else seed
         self._heap: list[tuple[float, ChatKey]] = []
         self._due: dict[ChatKey, float] = {}
@@ -218,6 +221,7 @@ class Pipeline(Service):
             try:
                 self.notify(await outbox.chats_with_work(self._pool))
                 DEAD_LETTERS.set(await automation.count_dead_letters(self._pool))
+                await self._index()
             except DB_ERRORS as exc:
                 log.warning("pipeline sweep failed", extra={"error": repr(exc)})
             self._sweep_now.clear()
@@ -226,6 +230,18 @@ class Pipeline(Service):
                     await self._sweep_now.wait()
             except TimeoutError:
                 pass
+
+    async def _index(self) -> None:
+        """Embed the owners' new messages for retrieval (a bounded amount per sweep)."""
+        rag = self._rag()
+        if rag is None:
+            return
+        for user_id in await embeddings.users_with_pending(self._pool, limit=20):
+            try:
+                await rag.index_pending(user_id, limit=200)
+            except ProviderError as exc:
+                log.warning("cannot embed messages now", extra={"reason": exc.reason})
+                return
 
     async def run(self) -> None:
         """Recover unfinished work, then schedule, work and sweep until stopped."""
@@ -318,7 +334,7 @@ class Pipeline(Service):
         chat_id = config.chat_id or None
         if router is None:
             return
-        request: ChatRequest = await build_request(self._pool, rows, config)
+        request: ChatRequest = await build_request(self._pool, rows, config, self._rag())
         ai_started = time.monotonic()
         answer = await router.complete(request, user_id=last.user_id)
         ai_seconds = time.monotonic() - ai_started

@@ -86,6 +86,19 @@ async def get(db: Executor, user_id: int, session_id: int) -> SessionRow:
     return _row(record)
 
 
+async def get_any_user(db: Executor, session_id: int) -> SessionRow:
+    """Any user's session, for operators' commands (``vibee history import``)."""
+    record = await db.fetchrow(
+        "SELECT id, user_id, phone, telegram_user_id, state, state_reason, phone_code_hash, "
+        "credential, credential_key_id, last_seq, created_at, updated_at "
+        "FROM telegram_sessions WHERE id = $1",
+        session_id,
+    )
+    if record is None:
+        raise SessionNotFound(f"no session {session_id}")
+    return _row(record)
+
+
 async def list_for_user(db: Executor, user_id: int) -> list[SessionRow]:
     """The user's sessions, oldest first."""
     records = await db.fetch(
