@@ -60,6 +60,8 @@ LATENCY = Histogram(
 DEAD_LETTERS = Gauge("vibee_dead_letters", "Dead letters waiting for an operator.")
 DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 MAX_TEXT = 4096
+CONFIG_TTL_S = 5.0
+MAX_CACHED_CONFIGS = 100_000
 
 
 def random_id_for(session_id: int, inbound_row_id: int) -> int:
@@ -151,6 +153,7 @@ class Pipeline(Service):
         self._workers = worker_count
         self._max_retries = max_retries
         self._sweep_s = sweep_s
+        self._configs: dict[ChatKey, tuple[float, automation.ChatConfig]] = {}
         self._rag = rag
         self._seed = random.getrandbits(64) if seed is None else seed
         self._heap: list[tuple[float, ChatKey]] = []
@@ -253,6 +256,20 @@ class Pipeline(Service):
 
     # -- one chat ----------------------------------------------------------------------------
 
+    async def _config(self, user_id: int, key: ChatKey) -> automation.ChatConfig:
+        """The chat's effective config, cached for ``CONFIG_TTL_S`` (a change made through
+        the API applies within that time)."""
+        now = time.monotonic()
+        cached = self._configs.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        found = await automation.chat_config(self._pool, user_id, *key)
+        config = found or automation.ChatConfig(chat_id=0)
+        self._configs[key] = (now + CONFIG_TTL_S, config)
+        if len(self._configs) > MAX_CACHED_CONFIGS:
+            self._configs.pop(next(iter(self._configs)))
+        return config
+
     def _actor(self, session_id: int) -> SessionActor | None:
         sessions = self._sessions()
         child = sessions.get(f"session:{session_id}") if sessions is not None else None
@@ -267,9 +284,7 @@ class Pipeline(Service):
         rows = await outbox.received(self._pool, session_id, tg_chat_id)
         if not rows:
             return
-        user_id = rows[0].user_id
-        config = await automation.chat_config(self._pool, user_id, session_id, tg_chat_id)
-        config = config or automation.ChatConfig(chat_id=0)
+        config = await self._config(rows[0].user_id, key)
         try:
             policy = policy_of(config)
         except PolicyError as exc:  # written before validation existed: say so, do nothing
@@ -280,7 +295,9 @@ class Pipeline(Service):
         replied_to = [r.reply_to_msg_id for r in rows if r.reply_to_msg_id is not None]
         ours = await outbox.ours_among(self._pool, session_id, tg_chat_id, replied_to)
         now = datetime.now(UTC)
-        last = await outbox.last_reply_at(self._pool, session_id, tg_chat_id)
+        last = None
+        if policy.cooldown_s > 0:
+            last = await outbox.last_reply_at(self._pool, session_id, tg_chat_id)
         chat_id = config.chat_id or None
         answer: list[outbox.InboundRow] = []
         delay = 0.0
