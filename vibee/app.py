@@ -59,8 +59,9 @@ from vibee.runtime import (
 from vibee.secrets import SecretStore
 from vibee.store import automation
 from vibee.store.db import Database
+from vibee.store.sessions import Executor
 from vibee.telegram.factory import TelegramNotConfigured, gateway_factory
-from vibee.telegram.login import GatewayFactory
+from vibee.telegram.login import GatewayFactory, LoginFlow
 from vibee.telegram.manager import SessionManager
 from vibee.telegram.session_actor import SessionActor
 
@@ -156,6 +157,7 @@ class _Current:
         self.ingest: Ingest | None = None
         self.pipeline: Pipeline | None = None
         self.sessions: Supervisor | None = None
+        self.manager: SessionManager | None = None
 
     def notify(self, keys: set[tuple[int, int]]) -> None:
         """Tell the pipeline which chats got new messages."""
@@ -210,7 +212,7 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
     def session_manager() -> SessionManager:
         assert current.ingest is not None and gateways is not None
         telegram = config.telegram
-        return SessionManager(
+        current.manager = SessionManager(
             lambda: current.sessions,
             db.pool,
             secrets.keyring("session_keys"),
@@ -221,6 +223,7 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
             circuit_threshold=telegram.circuit_threshold,
             retry_delay_s=telegram.retry_delay_s,
         )
+        return current.manager
 
     async def list_sessions(_: web.Request) -> web.Response:
         tree = current.sessions
@@ -266,9 +269,21 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
             current.pipeline.wake()
         return json_response({"id": letter_id, "done": request.match_info["action"]})
 
+    async def authorized(_session_id: int) -> None:
+        if current.manager is not None:
+            current.manager.wake()  # start its session actor now, not at the next sweep
+
+    def login(conn: Executor) -> LoginFlow:
+        assert gateways is not None
+        return LoginFlow(conn, secrets.keyring("session_keys"), gateways, authorized)
+
     api_settings = settings_from_config(config)
     api_app = build_api_app(
-        api_settings, lambda: db.pool, secrets.keyring("jwt_keys"), LocalRateLimiter()
+        api_settings,
+        lambda: db.pool,
+        secrets.keyring("jwt_keys"),
+        LocalRateLimiter(),
+        login=login if gateways is not None else None,
     )
     token = secrets.get("admin_token")
     admin_app = build_admin_app(

@@ -104,7 +104,8 @@ def build_api_app(
         middlewares=[edge(HttpMetrics())], client_max_size=settings.max_body_bytes
     )
     for route in table:
-        app.router.add_route(route.method, route.path, wrap(route, ctx), name=route.name)
+        path = params.aiohttp_path(route.path)
+        app.router.add_route(route.method, path, wrap(route, ctx), name=route.name)
     app[CONTEXT] = ctx
     app[ROUTES] = table
     return app

@@ -50,7 +50,7 @@ async def make_api(pool: asyncpg.Pool, keyring: Keyring) -> AsyncIterator[MakeAp
             user_cache_ttl_s=0.0, auth_per_minute_per_ip=10_000, token_per_minute_per_ip=10_000
         )
         settings = dataclasses.replace(base, **changes)
-        extra = {} if clock is None else {"clock": clock}
+        extra: dict[str, Any] = {} if clock is None else {"clock": clock}
         app = build_api_app(
             settings, lambda: pool, keyring_ or keyring, LocalRateLimiter(), **extra
         )

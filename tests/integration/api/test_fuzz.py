@@ -122,6 +122,14 @@ def test_fuzz_the_api_from_its_openapi_document(served: ApiThread) -> None:
     session = requests.Session()
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) == len([m for ops in doc["paths"].values() for m in ops])
+    # the Telegram login steps need a Telegram (the sim): this app has none and answers
+    # 503 "not configured" by design; test_telegram_sessions covers them against the sim
+    login_steps = {
+        "/api/v1/sessions/connect",
+        "/api/v1/sessions/{id}/code",
+        "/api/v1/sessions/{id}/password",
+    }
+    operations = [op for op in operations if op.path not in login_steps]
     seen: dict[str, set[int]] = {}
     for operation in operations:
         strategy = (

@@ -23,7 +23,7 @@ async def body_routes(api: Client) -> list[tuple[str, str, dict[str, str]]]:
     """Every route with a body, with the headers that get it past authentication."""
     pair = (await register(api, "alice"))["tokens"]
     routes = [r for r in app_of(api)[ROUTES] if r.body is not None]
-    assert len(routes) == 6
+    assert len(routes) == 12
     return [(r.method, r.path, bearer(pair["access_token"]) if r.auth else {}) for r in routes]
 
 
