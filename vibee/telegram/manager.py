@@ -4,20 +4,22 @@ The manager reads the sessions that should be running (authorized, or connected 
 restart) and adds a ``session:<id>`` child to the ``sessions`` supervisor for each one
 that has none, up to ``telegram.max_sessions``. It sweeps again every few seconds, which
 is how a login finished elsewhere (another process, the CLI) gets its actor; a login
-finished in this process calls :meth:`SessionManager.wake` to sweep at once.
+finished in this process calls :meth:`SessionManager.wake` to sweep at once. An actor
+whose session is no longer wanted (deleted, its user disabled) is stopped by the sweep.
 Session children are transient: one that ends normally (logged out) is not restarted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
 import asyncpg
 
 from vibee.runtime import ChildSpec, Restart, Service, Supervisor
-from vibee.runtime.supervisor import DuplicateChildError, SupervisorNotRunning
+from vibee.runtime.supervisor import DuplicateChildError, NoSuchChild, SupervisorNotRunning
 from vibee.secrets import DecryptError, Keyring
 from vibee.store import sessions
 from vibee.telegram.login import GatewayFactory
@@ -82,7 +84,14 @@ class SessionManager(Service):
             return 0
         running = set(supervisor.names())
         started = 0
-        for row in await sessions.list_runnable_all_users(self._pool):
+        rows = await sessions.list_runnable_all_users(self._pool)
+        wanted = {f"session:{row.id}" for row in rows}
+        for gone in running - wanted:  # deleted (or disabled) since: disconnect it
+            if gone.startswith("session:"):
+                log.info("session no longer wanted: stopping it", extra={"child": gone})
+                with contextlib.suppress(NoSuchChild):
+                    await supervisor.remove_child(gone)
+        for row in rows:
             name = f"session:{row.id}"
             if name in running:
                 continue

@@ -286,3 +286,17 @@ async def test_qr_login_refreshes_then_asks_for_the_password(
         and all(u.startswith("tg://login?token=") for u in shown)
     )
     assert len(asked) == 2
+
+
+async def test_a_deleted_session_is_disconnected(pool: asyncpg.Pool, sim_world: SimWorld) -> None:
+    user = await vibee_user(pool)
+    account = await sim_world.account()
+    session_id = await authorized_session(pool, user, account)
+    async with Daemon(pool, sim_world) as daemon:
+        await daemon.manager.sweep()
+        await eventually(lambda: _state_is(pool, user, session_id, "connected"))
+        assert await sessions.delete(pool, user, session_id)
+        await daemon.manager.sweep()
+        assert daemon.actor(session_id) is None
+        info = await sim_world.info(account)
+        assert info["connections"] == 0
