@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 import asyncpg
@@ -14,12 +15,14 @@ from vibee.ai.providers.anthropic import AnthropicProvider
 from vibee.ai.providers.canned import DEFAULT_REPLIES, CannedProvider
 from vibee.ai.providers.openai_compat import OpenAICompatProvider
 from vibee.ai.router import ProviderSlot, Quota, Router
+from vibee.api.app import settings_from_config
+from vibee.api.tiers import TierLimits, Tiers
 from vibee.config import AIProviderConfig, Config
 from vibee.coord.base import Cache
 from vibee.coord.local import LocalCache
 from vibee.runtime.breaker import CircuitBreaker
 from vibee.secrets import SecretStore
-from vibee.store import usage
+from vibee.store import usage, users
 
 BREAKER_RESET_S = 30.0
 OPENROUTER_HEADERS = {"HTTP-Referer": "https://github.com/vibee", "X-Title": "VIBEE"}
@@ -112,6 +115,42 @@ def build_embeddings(config: Config, secrets: SecretStore) -> EmbeddingsClient |
     )
 
 
+TIER_TTL_S = 30.0
+MAX_CACHED_TIERS = 100_000
+
+
+def tiered_quota(pool: asyncpg.Pool, tiers: Tiers) -> Quota:
+    """The daily quota of each user's subscription tier (``[limits.tiers]``), enforced in
+    Postgres. A user's tier is cached for ``TIER_TTL_S`` (a change applies within it)."""
+    cache: dict[int, tuple[float, TierLimits]] = {}
+
+    async def limits_of(user_id: int) -> TierLimits:
+        now = time.monotonic()
+        found = cache.get(user_id)
+        if found is not None and found[0] > now:
+            return found[1]
+        state = await users.get_auth_state(pool, user_id)
+        limits = tiers.limits(state.user.subscription_tier if state is not None else "")
+        if len(cache) >= MAX_CACHED_TIERS:
+            cache.clear()
+        cache[user_id] = (now + TIER_TTL_S, limits)
+        return limits
+
+    async def reserve(user_id: int, tokens: int) -> bool:
+        limits = await limits_of(user_id)
+        return await usage.reserve(
+            pool, user_id, tokens, limits.ai_requests_per_day, limits.ai_tokens_per_day
+        )
+
+    async def reconcile(user_id: int, estimated: int, actual: int, cost: float | None) -> None:
+        await usage.reconcile(pool, user_id, estimated, actual, cost)
+
+    async def release(user_id: int, estimated: int) -> None:
+        await usage.release(pool, user_id, estimated)
+
+    return Quota(reserve, reconcile, release)
+
+
 def build_router(
     config: Config,
     secrets: SecretStore,
@@ -137,11 +176,7 @@ def build_router(
         spec = ai.providers[ai.moderation_provider]
         key = secrets.get(f"ai_{ai.moderation_provider}_api_key")
         remote = RemoteModeration(spec.base_url, key.value if key else None, spec.timeout_ms / 1000)
-    quota = (
-        database_quota(pool, config.limits.ai_requests_per_day, config.limits.ai_tokens_per_day)
-        if pool is not None
-        else None
-    )
+    quota = tiered_quota(pool, settings_from_config(config).tiers) if pool is not None else None
     router = Router(
         slots,
         cache=cache if cache is not None else LocalCache(ai.cache_max_entries),

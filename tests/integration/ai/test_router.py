@@ -291,3 +291,37 @@ async def test_remote_moderation_endpoint(base: str) -> None:
     finally:
         await router.close()
         await remote.close()
+
+
+async def test_quota_follows_the_users_tier(
+    base: str, conn: asyncpg.Connection, db_url: str
+) -> None:
+    from vibee.ai.service import tiered_quota
+    from vibee.api.tiers import TierLimits, Tiers
+
+    free = await conn.fetchval(
+        "INSERT INTO users (username, password_hash) VALUES ('free1', 'x') RETURNING id"
+    )
+    pro = await conn.fetchval(
+        "INSERT INTO users (username, password_hash, subscription_tier) "
+        "VALUES ('pro1', 'x', 'pro') RETURNING id"
+    )
+    base_limits = TierLimits(ai_requests_per_day=2)
+    tiers = Tiers(base_limits, {"pro": {"ai_requests_per_day": 5}})
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=4)
+    assert pool is not None
+    router = fast_router(slot(openai(base, "gpt"), "openai"), quota=tiered_quota(pool, tiers))
+    try:
+        free_ok = [
+            isinstance(await router.complete(ask(f"f{i}"), user_id=free), Completion)
+            for i in range(4)
+        ]
+        pro_ok = [
+            isinstance(await router.complete(ask(f"p{i}"), user_id=pro), Completion)
+            for i in range(7)
+        ]
+        assert free_ok == [True, True, False, False]
+        assert pro_ok == [True] * 5 + [False, False]
+    finally:
+        await router.close()
+        await pool.close()
