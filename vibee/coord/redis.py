@@ -78,9 +78,7 @@ class RedisRateLimiter:
             raise ValueError("limit and cost must be at least 1 and period_s positive")
         period_us = int(period_s * 1_000_000)
         interval_us = period_us / limit
-        result = await self._script(
-            keys=[self._prefix + key], args=[interval_us, period_us, cost]
-        )
+        result = await self._script(keys=[self._prefix + key], args=[interval_us, period_us, cost])
         allowed, ahead_us, retry_us = (int(v) for v in result)
         remaining = max(0, math.floor((period_us - ahead_us) / interval_us + 1e-9))
         return Decision(

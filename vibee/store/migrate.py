@@ -156,15 +156,21 @@ class Migrator:
             for migration in self._migrations:
                 if migration.version in done:
                     continue
-                async with self._conn.transaction():
-                    await self._conn.execute(migration.up)
-                    await self._conn.execute(
-                        "INSERT INTO schema_migrations (version, name, checksum) "
-                        "VALUES ($1, $2, $3)",
-                        migration.version,
-                        migration.name,
-                        migration.checksum,
-                    )
+                try:
+                    async with self._conn.transaction():
+                        await self._conn.execute(migration.up)
+                        await self._conn.execute(
+                            "INSERT INTO schema_migrations (version, name, checksum) "
+                            "VALUES ($1, $2, $3)",
+                            migration.version,
+                            migration.name,
+                            migration.checksum,
+                        )
+                except asyncpg.PostgresError as exc:
+                    hint = ""
+                    if "vector" in str(exc):
+                        hint = " (VIBEE needs the pgvector extension on this server)"
+                    raise MigrationError(f"{migration.filename} failed: {exc}{hint}") from None
                 log.info("migration applied", extra={"migration": migration.filename})
                 ran.append(migration)
             return ran

@@ -150,3 +150,16 @@ async def test_two_processes_migrating_at_once_apply_each_file_once(empty_db_url
         assert len(versions) == len(load_migrations())
     finally:
         await conn.close()
+
+
+async def test_a_failing_migration_is_one_clear_error(empty_db_url: str) -> None:
+    conn = await asyncpg.connect(empty_db_url)
+    try:
+        broken = Migration(1, "broken", "CREATE EXTENSION no_such_extension_here;", None)
+        with pytest.raises(MigrationError, match="0001_broken.sql failed: .*no_such_extension"):
+            await Migrator(conn, [broken]).up()
+        assert await Migrator(conn, [broken]).status() is not None  # nothing half-applied
+        count = await conn.fetchval("SELECT count(*) FROM schema_migrations")
+        assert count == 0
+    finally:
+        await conn.close()
