@@ -38,6 +38,7 @@ from vibee.ai.router import Router
 from vibee.ai.service import build_embeddings, build_router
 from vibee.api.admin_routes import tier_routes
 from vibee.api.app import CONTEXT, ApiService, build_api_app, settings_from_config
+from vibee.automation.events import EventBus
 from vibee.automation.ingest import Ingest
 from vibee.automation.pipeline import Pipeline
 from vibee.automation.rag import Rag
@@ -158,6 +159,7 @@ class _Current:
         self.pipeline: Pipeline | None = None
         self.sessions: Supervisor | None = None
         self.manager: SessionManager | None = None
+        self.events = EventBus()
 
     def notify(self, keys: set[tuple[int, int]]) -> None:
         """Tell the pipeline which chats got new messages."""
@@ -185,7 +187,9 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
 
     def ingest() -> Ingest:
         workers = config.workers
-        current.ingest = Ingest(db.pool, workers.batch_size, workers.queue_size, current.notify)
+        current.ingest = Ingest(
+            db.pool, workers.batch_size, workers.queue_size, current.notify, events=current.events
+        )
         return current.ingest
 
     def pipeline() -> Pipeline:
@@ -196,6 +200,7 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
             rag=lambda: current.ai.rag if current.ai is not None else None,
             worker_count=config.workers.worker_count,
             max_retries=config.workers.max_retries,
+            events=current.events,
         )
         return current.pipeline
 
@@ -222,6 +227,7 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
             per_chat_per_minute=telegram.messages_per_minute_per_chat,
             circuit_threshold=telegram.circuit_threshold,
             retry_delay_s=telegram.retry_delay_s,
+            events=current.events,
         )
         return current.manager
 
@@ -284,6 +290,7 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
         secrets.keyring("jwt_keys"),
         LocalRateLimiter(),
         login=login if gateways is not None else None,
+        events=current.events,
     )
     token = secrets.get("admin_token")
     admin_app = build_admin_app(

@@ -28,9 +28,11 @@ from vibee.api.context import ApiContext, ApiSettings
 from vibee.api.metrics import HttpMetrics
 from vibee.api.ratelimit import RateLimits
 from vibee.api.routes import all_routes, chats, params, telegram
+from vibee.api.routes import events as event_routes
 from vibee.api.routes.meta import openapi_route
 from vibee.api.routing import Route, edge, wrap
 from vibee.api.tiers import TierLimits, Tiers
+from vibee.automation.events import EventBus
 from vibee.config import Config
 from vibee.coord.base import RateLimiter
 from vibee.secrets import Keyring
@@ -76,10 +78,13 @@ def build_api_app(
     *,
     clock: Callable[[], float] = time.time,
     login: telegram.LoginFlowFactory | None = None,
+    events: EventBus | None = None,
 ) -> web.Application:
     """The public API application. ``pool`` returns the open asyncpg pool when called (it
     is called per request, so the pool may be opened after the app is built). ``login``
-    builds the Telegram login flow (None: the login routes answer 503)."""
+    builds the Telegram login flow (None: the login routes answer 503). ``events`` is the bus
+    the WebSocket of ``GET /api/v1/events`` subscribes to (None: a bus of its own, which
+    nothing else publishes to)."""
     access = AccessTokens(keyring, settings.access_token_ttl_s, clock=clock)
     cache = UserCache(settings.user_cache_ttl_s)
     ctx = ApiContext(
@@ -95,10 +100,11 @@ def build_api_app(
             settings.token_per_minute_per_ip,
         ),
         hashing=HashGate(settings.hash_slots, settings.hash_queue),
+        events=events if events is not None else EventBus(),
     )
-    table = [*all_routes(), *telegram.routes(login), *chats.routes()]
+    table = [*all_routes(), *telegram.routes(login), *chats.routes(), *event_routes.routes()]
     document = openapi.document([*table, openapi_route(b"")], __version__)
-    params.annotate(document, (telegram.PARAMS, chats.PARAMS))
+    params.annotate(document, (telegram.PARAMS, chats.PARAMS, event_routes.PARAMS))
     table.append(openapi_route(orjson.dumps(document)))
     app = web.Application(
         middlewares=[edge(HttpMetrics())], client_max_size=settings.max_body_bytes

@@ -100,6 +100,11 @@ class Authenticator:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("send Authorization: Bearer <access token>")
+        return await self.authenticate_token(token)
+
+    async def authenticate_token(self, token: str) -> AuthState:
+        """The user of access token ``token`` (however it was sent). Raises Unauthorized
+        (401) or Forbidden (403)."""
         try:
             claims = self._tokens.verify(token)
         except TokenRejected as exc:

@@ -8,6 +8,7 @@ from vibee.api.access import AccessTokens
 from vibee.api.auth import Authenticator, HashGate, PoolSource, UserCache
 from vibee.api.ratelimit import RateLimits
 from vibee.api.tiers import Tiers
+from vibee.automation.events import EventBus
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,7 @@ class ApiContext:
     auth: Authenticator
     limits: RateLimits
     hashing: HashGate
+    events: EventBus = field(default_factory=EventBus)
 
     @property
     def tiers(self) -> Tiers:

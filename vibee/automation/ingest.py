@@ -18,6 +18,7 @@ from collections.abc import Callable
 import asyncpg
 from prometheus_client import Counter
 
+from vibee.automation.events import NO_EVENTS, EventSink, event
 from vibee.runtime import Service
 from vibee.runtime.metrics import track_mailbox, untrack_mailbox
 from vibee.store.inbox import (
@@ -74,8 +75,14 @@ class Ingest(Service):
         batch_size: int = 100,
         queue_size: int = 10_000,
         on_stored: Callable[[set[tuple[int, int]]], None] | None = None,
+        *,
+        events: EventSink | None = None,
     ) -> None:
+        """Store into ``pool`` in batches of ``batch_size`` from a queue of ``queue_size``;
+        after each commit, call ``on_stored`` with the (session, chat) pairs that got
+        inbound messages and publish ``message.received`` for each to ``events``."""
         super().__init__("ingest", graceful=True)
+        self._events = events if events is not None else NO_EVENTS
         self._pool = pool
         self._on_stored = on_stored
         self._batch_size = batch_size
@@ -124,6 +131,19 @@ class Ingest(Service):
             batch.append(self._queue.get_nowait())
         return batch
 
+    def _publish(self, rows: list[InboxRow]) -> None:
+        """``message.received`` for each inbound row of a committed batch (a redelivered
+        message that was already stored is announced again)."""
+        for r in rows:
+            if r.direction == "in":
+                found = event(
+                    "message.received",
+                    session_id=r.session_id,
+                    chat=r.tg_chat_id,
+                    message_id=r.message_id,
+                )
+                self._events.publish(r.user_id, found)
+
     async def _store(self, batch: list[Inbound]) -> None:
         rows = [to_row(inbound) for inbound in batch]
         failures = 0
@@ -132,6 +152,7 @@ class Ingest(Service):
                 async with self._pool.acquire() as conn:
                     new = await store_batch(conn, rows)
                 RECEIVED.inc(new)
+                self._publish(rows)
                 if self._on_stored is not None:
                     self._on_stored(
                         {(r.session_id, r.tg_chat_id) for r in rows if r.direction == "in"}

@@ -30,6 +30,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from vibee.ai.base import ChatRequest, Completion, ProviderError
 from vibee.ai.router import Router
 from vibee.automation.context import build_request
+from vibee.automation.events import NO_EVENTS, EventSink, event
 from vibee.automation.policy import (
     ChatPolicy,
     ChatType,
@@ -145,8 +146,10 @@ class Pipeline(Service):
         sweep_s: float = 5.0,
         seed: int | None = None,
         rag: Callable[[], Rag | None] = lambda: None,
+        events: EventSink | None = None,
     ) -> None:
         super().__init__("pipeline")
+        self._events = events if events is not None else NO_EVENTS
         self._pool = pool
         self._router = router
         self._sessions = sessions
@@ -356,6 +359,11 @@ class Pipeline(Service):
         answer = await router.complete(request, user_id=last.user_id)
         ai_seconds = time.monotonic() - ai_started
         if not isinstance(answer, Completion):
+            if answer.reason == "quota":
+                self._events.publish(
+                    last.user_id,
+                    event("quota.exhausted", session_id=last.session_id, chat=last.tg_chat_id),
+                )
             await outbox.record(
                 self._pool,
                 rows,
@@ -425,6 +433,16 @@ class Pipeline(Service):
         )
         if lead_id is None:
             return
+        self._events.publish(
+            row.user_id,
+            event(
+                "lead",
+                lead_id=lead_id,
+                session_id=row.session_id,
+                chat=row.tg_chat_id,
+                trigger=decision.trigger,
+            ),
+        )
         target = config.lead_chat_id or (actor.telegram_user_id if actor is not None else None)
         if target is None:
             return  # no lead chat and the session is not connected here: the lead is stored
@@ -455,4 +473,14 @@ class Pipeline(Service):
         async with self._pool.acquire() as conn:
             await outbox.mark_sent(conn, item, message_id)
         SENT.inc()
+        self._events.publish(
+            item.user_id,
+            event(
+                "reply.sent",
+                outbox_id=item.id,
+                session_id=item.session_id,
+                chat=item.tg_chat_id,
+                message_id=message_id,
+            ),
+        )
         return True

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import asyncpg
 
+from vibee.automation.events import EventSink
 from vibee.runtime import ChildSpec, Restart, Service, Supervisor
 from vibee.runtime.supervisor import DuplicateChildError, NoSuchChild, SupervisorNotRunning
 from vibee.secrets import DecryptError, Keyring
@@ -45,8 +46,10 @@ class SessionManager(Service):
         circuit_threshold: int = 5,
         retry_delay_s: float = 1.0,
         sweep_s: float = 5.0,
+        events: EventSink | None = None,
     ) -> None:
         super().__init__("session-manager")
+        self._events = events
         self._supervisor = supervisor
         self._pool = pool
         self._keyring = keyring
@@ -133,6 +136,7 @@ class SessionManager(Service):
                 per_chat_per_minute=self._per_chat,
                 circuit_threshold=self._threshold,
                 retry_delay_s=self._retry_delay,
+                events=self._events,
             )
 
         return build

@@ -30,6 +30,8 @@ import asyncpg
 from aiolimiter import AsyncLimiter
 from prometheus_client import Counter, Gauge
 
+from vibee.automation.events import NO_EVENTS, EventSink
+from vibee.automation.events import event as new_event
 from vibee.obs.logging import bind
 from vibee.runtime import CircuitBreaker, CircuitOpenError, Service
 from vibee.store import sessions
@@ -91,8 +93,10 @@ class SessionActor(Service):
         per_chat_per_minute: int = 10,
         circuit_threshold: int = 5,
         retry_delay_s: float = 1.0,
+        events: EventSink | None = None,
     ) -> None:
         super().__init__(f"session:{session_id}")
+        self._events = events if events is not None else NO_EVENTS
         self.session_id = session_id
         self.user_id = user_id
         self._last_seq = last_seq
@@ -194,6 +198,9 @@ class SessionActor(Service):
             SESSIONS.labels(state).inc()
             level = logging.WARNING if state in ("logged_out", "bad_credentials") else logging.INFO
             log.log(level, "session %s", state, extra={"reason": reason} if reason else None)
+            self._events.publish(
+                self.user_id, new_event("session.state", session_id=self.session_id, state=state)
+            )
         self.state = state
         try:
             await sessions.set_state(self._db, self.session_id, state, reason)

@@ -103,4 +103,6 @@ async def test_walk_every_documented_operation(api: Client) -> None:
         "GET /api/v1/persona": 200,
         "PUT /api/v1/persona": 200,
         "GET /api/v1/leads": 200,
+        # the token goes in ?access_token= or the subprotocol, not the header
+        "GET /api/v1/events": 401,
     }
