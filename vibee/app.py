@@ -64,6 +64,7 @@ from vibee.store.sessions import Executor
 from vibee.telegram.factory import TelegramNotConfigured, gateway_factory
 from vibee.telegram.login import GatewayFactory, LoginFlow
 from vibee.telegram.manager import SessionManager
+from vibee.telegram.qr import QrLogins
 from vibee.telegram.session_actor import SessionActor
 
 log = logging.getLogger("vibee.app")
@@ -159,6 +160,7 @@ class _Current:
         self.pipeline: Pipeline | None = None
         self.sessions: Supervisor | None = None
         self.manager: SessionManager | None = None
+        self.qr: QrLogins | None = None
         self.events = EventBus()
 
     def notify(self, keys: set[tuple[int, int]]) -> None:
@@ -290,6 +292,7 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
         secrets.keyring("jwt_keys"),
         LocalRateLimiter(),
         login=login if gateways is not None else None,
+        qr=lambda: current.qr,
         events=current.events,
     )
     token = secrets.get("admin_token")
@@ -314,6 +317,13 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
     ]
     if gateways is not None:
         children.append(ChildSpec("session-manager", session_manager, shutdown_timeout=2))
+
+        def qr_logins() -> QrLogins:
+            assert gateways is not None
+            current.qr = QrLogins(login, lambda: db.pool, gateways)
+            return current.qr
+
+        children.append(ChildSpec("qr-logins", qr_logins, shutdown_timeout=5))
     root = Supervisor(
         "root",
         [

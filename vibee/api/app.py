@@ -78,11 +78,13 @@ def build_api_app(
     *,
     clock: Callable[[], float] = time.time,
     login: telegram.LoginFlowFactory | None = None,
+    qr: telegram.QrSource = lambda: None,
     events: EventBus | None = None,
 ) -> web.Application:
     """The public API application. ``pool`` returns the open asyncpg pool when called (it
     is called per request, so the pool may be opened after the app is built). ``login``
-    builds the Telegram login flow (None: the login routes answer 503). ``events`` is the bus
+    builds the Telegram login flow (None: the login routes answer 503); ``qr`` gives the
+    pending QR logins of this instance (None: the QR routes answer 503). ``events`` is the bus
     the WebSocket of ``GET /api/v1/events`` subscribes to (None: a bus of its own, which
     nothing else publishes to)."""
     access = AccessTokens(keyring, settings.access_token_ttl_s, clock=clock)
@@ -102,7 +104,7 @@ def build_api_app(
         hashing=HashGate(settings.hash_slots, settings.hash_queue),
         events=events if events is not None else EventBus(),
     )
-    table = [*all_routes(), *telegram.routes(login), *chats.routes(), *event_routes.routes()]
+    table = [*all_routes(), *telegram.routes(login, qr), *chats.routes(), *event_routes.routes()]
     document = openapi.document([*table, openapi_route(b"")], __version__)
     params.annotate(document, (telegram.PARAMS, chats.PARAMS, event_routes.PARAMS))
     table.append(openapi_route(orjson.dumps(document)))

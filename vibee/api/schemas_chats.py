@@ -75,6 +75,17 @@ class LoginStarted(_Response):
     state: Literal["code_sent"] = "code_sent"
 
 
+class QrStarted(_Response):
+    """A QR login waits for the code to be scanned in Telegram (Settings > Devices > Link
+    Desktop Device); poll ``GET /api/v1/sessions/{session_id}`` for the state and
+    ``/qr`` for a fresh code when this one expires."""
+
+    session_id: int
+    qr_url: str
+    expires_at: datetime
+    svg: str
+
+
 class LoginStep(_Response):
     """Where the login stands: connected, or the 2FA password is needed next."""
 

@@ -82,7 +82,7 @@ class LoginFlow:
         try:
             await gateway.connect()
             state = await gateway.send_code(phone)
-            await self._save_step(user_id, row.id, "code_sent", state.phone_code_hash, gateway)
+            await self.save_step(user_id, row.id, "code_sent", state.phone_code_hash, gateway)
         finally:
             await gateway.disconnect()
         return Step(row.id, "code_sent")
@@ -96,11 +96,11 @@ class LoginFlow:
         try:
             result = await gateway.sign_in(row.phone, code.strip(), row.phone_code_hash)
             if isinstance(result, PasswordRequired):
-                await self._save_step(
+                await self.save_step(
                     user_id, session_id, "password_needed", row.phone_code_hash, gateway
                 )
                 return Step(session_id, "password_needed")
-            return await self._authorized(user_id, session_id, result)
+            return await self.authorized(user_id, session_id, result)
         finally:
             await gateway.disconnect()
 
@@ -111,7 +111,7 @@ class LoginFlow:
             raise LoginStepError()
         gateway = await self._open(row)
         try:
-            return await self._authorized(
+            return await self.authorized(
                 user_id, session_id, await gateway.check_password(password)
             )
         finally:
@@ -150,13 +150,14 @@ class LoginFlow:
                         if exc.code != "PASSWORD_HASH_INVALID":
                             raise
                         log.info("wrong 2FA password, asking again")
-            return await self._authorized(user_id, row.id, result)
+            return await self.authorized(user_id, row.id, result)
         finally:
             await gateway.disconnect()
 
-    async def _save_step(
+    async def save_step(
         self, user_id: int, session_id: int, state: str, code_hash: str | None, gateway: Gateway
     ) -> None:
+        """Record a login step with the gateway's credential (sealed), for any instance."""
         sealed, key_id = None, None
         if gateway.credential is not None:
             sealed, key_id = seal(self._keyring, session_id, gateway.credential)
@@ -164,7 +165,8 @@ class LoginFlow:
             self._db, user_id, session_id, state, code_hash, sealed, key_id
         )
 
-    async def _authorized(self, user_id: int, session_id: int, result: Authorized) -> Step:
+    async def authorized(self, user_id: int, session_id: int, result: Authorized) -> Step:
+        """The login finished: keep the sealed credential and start the session."""
         sealed, key_id = seal(self._keyring, session_id, result.credential)
         await sessions.save_authorized(
             self._db, user_id, session_id, result.user.id, sealed, key_id

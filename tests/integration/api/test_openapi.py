@@ -92,6 +92,8 @@ async def test_walk_every_documented_operation(api: Client) -> None:
         "POST /api/v1/sessions/connect": 503,
         "POST /api/v1/sessions/{id}/code": 503,
         "POST /api/v1/sessions/{id}/password": 503,
+        "POST /api/v1/sessions/connect/qr": 503,
+        "GET /api/v1/sessions/{id}/qr": 404,
         "GET /api/v1/sessions": 200,
         "GET /api/v1/sessions/{id}": 404,
         "DELETE /api/v1/sessions/{id}": 404,

@@ -197,3 +197,75 @@ async def test_without_a_login_factory_the_login_routes_answer_503(
     )
     assert body["title"] == "Telegram is not configured"
     assert (await ok(await api.get("/api/v1/sessions", headers=alice)))["sessions"] == []
+
+
+@pytest.fixture
+async def qr_api(
+    pool: asyncpg.Pool, keyring: Keyring, sim_world: SimWorld
+) -> AsyncIterator[Client]:
+    """The API with QR logins on the sim (the qr-logins child started as vibee run does)."""
+    from vibee.telegram.qr import QrLogins
+
+    def gateway(_id: int, cred: bytes | None) -> SimGateway:
+        return SimGateway(sim_world.url, cred)
+
+    def login(db: Executor) -> LoginFlow:
+        return LoginFlow(db, SESSION_KEYS, gateway)
+
+    qr = QrLogins(login, lambda: pool, gateway)
+    await qr.start()
+    settings = ApiSettings(
+        user_cache_ttl_s=0.0, auth_per_minute_per_ip=10_000, token_per_minute_per_ip=10_000
+    )
+    app = build_api_app(
+        settings, lambda: pool, keyring, LocalRateLimiter(), login=login, qr=lambda: qr
+    )
+    client: Client = TestClient(TestServer(app))
+    await client.start_server()
+    yield client
+    await client.close()
+    await qr.stop(5)
+
+
+async def test_qr_login_over_http_then_the_password(
+    qr_api: Client, sim_world: SimWorld, pool: asyncpg.Pool
+) -> None:
+    from tests.integration.telegram.world import eventually
+
+    alice = await token(qr_api, "alice")
+    bob = await token(qr_api, "bob")
+    account = await sim_world.account(password="qr-http-pw")
+    started = await ok(await qr_api.post("/api/v1/sessions/connect/qr", headers=alice), 201)
+    sid = started["session_id"]
+    assert started["qr_url"].startswith("tg://login?token=")
+    assert started["svg"].lstrip().startswith(("<?xml", "<svg"))
+    shown = await ok(await qr_api.get(f"/api/v1/sessions/{sid}/qr", headers=alice))
+    assert shown["qr_url"] == started["qr_url"]
+    assert (await qr_api.get(f"/api/v1/sessions/{sid}/qr", headers=bob)).status == 404
+
+    await sim_world.qr_accept(started["qr_url"], account)
+
+    async def needs_password() -> bool:
+        row = await sessions.get(pool, (await _user_id(pool, "alice")), sid)
+        return row.state == "password_needed"
+
+    await eventually(needs_password)
+    done = await ok(
+        await qr_api.post(
+            f"/api/v1/sessions/{sid}/password", json={"password": "qr-http-pw"}, headers=alice
+        )
+    )
+    assert done["state"] == "authorized"
+    assert (await qr_api.get(f"/api/v1/sessions/{sid}/qr", headers=alice)).status == 404
+
+
+async def _user_id(pool: asyncpg.Pool, name: str) -> int:
+    value = await pool.fetchval("SELECT id FROM users WHERE username = $1", name)
+    assert isinstance(value, int)
+    return value
+
+
+async def test_qr_routes_without_telegram_are_503(tg_api: Client) -> None:
+    alice = await token(tg_api, "alice")
+    answer = await problem(await tg_api.post("/api/v1/sessions/connect/qr", headers=alice), 503)
+    assert answer["title"] == "Telegram is not configured"

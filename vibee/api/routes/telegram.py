@@ -29,13 +29,15 @@ from vibee.api.schemas_chats import (
     LoginStarted,
     LoginStep,
     PasswordRequest,
+    QrStarted,
     SessionList,
     SessionOut,
 )
 from vibee.store import sessions
 from vibee.store.sessions import Executor
-from vibee.telegram.gateway import GatewayError, LoginError, NetworkError
+from vibee.telegram.gateway import GatewayError, LoginError, NetworkError, QrLogin
 from vibee.telegram.login import LoginFlow, Step
+from vibee.telegram.qr import QrBusy, QrLogins
 
 LoginFlowFactory = Callable[[Executor], LoginFlow]
 """Builds the login flow on the database (the pool of the request)."""
@@ -152,6 +154,58 @@ def login_handlers(login: LoginFlowFactory | None) -> tuple[Handler, Handler, Ha
     return connect, code, password
 
 
+QrSource = Callable[[], "QrLogins | None"]
+
+
+def _qr_out(session_id: int, token: QrLogin) -> QrStarted:
+    import io
+
+    import segno
+
+    buffer = io.BytesIO()
+    segno.make(token.url).save(buffer, kind="svg", scale=4)
+    return QrStarted(
+        session_id=session_id,
+        qr_url=token.url,
+        expires_at=token.expires_at,
+        svg=buffer.getvalue().decode(),
+    )
+
+
+def qr_handlers(qr: QrSource) -> tuple[Handler, Handler]:
+    """The handlers that start a QR login and show its current code."""
+
+    def logins() -> QrLogins:
+        found = qr()
+        if found is None:
+            raise Unavailable(
+                "connect Telegram in the server's configuration first",
+                title="Telegram is not configured",
+                slug="telegram-not-configured",
+            )
+        return found
+
+    async def start(call: Call) -> web.Response:
+        """Start a QR login: the code to scan, and the session it will become."""
+        try:
+            session_id, token = await logins().begin(call.user.id)
+        except QrBusy as exc:
+            raise RateLimited(str(exc), headers={"Retry-After": "10"}) from None
+        except GatewayError as exc:
+            raise _problem(exc) from None
+        return json_response(_qr_out(session_id, token), 201)
+
+    async def current(call: Call) -> web.Response:
+        """The code to show now for a pending QR login."""
+        session_id = path_id(call, "session")
+        token = logins().current(call.user.id, session_id)
+        if token is None:
+            raise NotFound(f"no QR login pending for session {session_id} on this server")
+        return json_response(_qr_out(session_id, token))
+
+    return start, current
+
+
 async def list_sessions(call: Call) -> web.Response:
     """The caller's sessions."""
     rows = await sessions.list_for_user(call.ctx.pool(), call.user.id)
@@ -181,13 +235,16 @@ PARAMS: Params = {
     ("POST", "/api/v1/sessions/{id}/code"): [_SESSION_ID],
     ("POST", "/api/v1/sessions/{id}/password"): [_SESSION_ID],
     ("GET", "/api/v1/sessions/{id}"): [_SESSION_ID],
+    ("GET", "/api/v1/sessions/{id}/qr"): [_SESSION_ID],
     ("DELETE", "/api/v1/sessions/{id}"): [_SESSION_ID],
 }
 
 
-def routes(login: LoginFlowFactory | None) -> list[Route]:
-    """The session routes; ``login`` None: the login steps answer 503."""
+def routes(login: LoginFlowFactory | None, qr: QrSource = lambda: None) -> list[Route]:
+    """The session routes; ``login`` None: the login steps answer 503 (``qr`` None: the
+    QR routes too)."""
     connect, code, password = login_handlers(login)
+    qr_start, qr_current = qr_handlers(qr)
     tag = "sessions"
     api = (Limit.API,)
     return [
@@ -227,6 +284,30 @@ def routes(login: LoginFlowFactory | None) -> list[Route]:
             body=PasswordRequest,
             limits=(Limit.API, Limit.AUTH_IP),
             errors=_LOGIN_STATUSES,
+        ),
+        Route(
+            "POST",
+            "/api/v1/sessions/connect/qr",
+            qr_start,
+            "connect_session_qr",
+            "Start connecting a Telegram account by QR code: scan `qr_url` (or the SVG) in "
+            "Telegram; then the session becomes authorized, or needs the 2FA password.",
+            tag,
+            ok=201,
+            response=QrStarted,
+            limits=(Limit.API, Limit.AUTH_IP),
+            errors=_LOGIN_STATUSES,
+        ),
+        Route(
+            "GET",
+            "/api/v1/sessions/{id}/qr",
+            qr_current,
+            "get_session_qr",
+            "The QR code to show now for a pending QR login (it is refreshed as it expires).",
+            tag,
+            response=QrStarted,
+            limits=api,
+            errors=(404, 503),
         ),
         Route(
             "GET",
