@@ -135,6 +135,13 @@ async def _state(pool: asyncpg.Pool, session_id: int, state: str) -> bool:
     return bool(value == state)
 
 
+async def _stored_at_least(pool: asyncpg.Pool, session_id: int, n: int) -> bool:
+    value = await pool.fetchval(
+        "SELECT count(*) FROM messages WHERE session_id = $1 AND direction = 'in'", session_id
+    )
+    return int(value or 0) >= n
+
+
 async def _sent_at_least(pool: asyncpg.Pool, session_id: int, n: int) -> bool:
     value = await pool.fetchval(
         "SELECT count(*) FROM messages WHERE session_id = $1 AND direction = 'out' "
@@ -215,7 +222,14 @@ async def test_database_restart_during_a_burst_loses_nothing_and_doubles_nothing
             for k in range(5)
             for chat, friend in zip(chats, friends, strict=True)
         ]
-        await sim_world.request("POST", "/messages/batch", {"messages": items[:50]})
+        probe = await asyncpg.create_pool(server.url, min_size=1, max_size=1)
+        assert probe is not None
+        try:  # the outage must hit a running session, not its first connect
+            await eventually(lambda: _state(probe, row, "connected"), timeout=30)
+            await sim_world.request("POST", "/messages/batch", {"messages": items[:50]})
+            await eventually(lambda: _stored_at_least(probe, row, 1), timeout=30)
+        finally:
+            await probe.close()
         stop_postgres(datadir)
         await sim_world.request("POST", "/messages/batch", {"messages": items[50:]})
         await asyncio.sleep(2)  # VIBEE keeps receiving while its database is down
