@@ -124,12 +124,15 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]
     shutil.rmtree(state.parent, ignore_errors=True)
 
 
-def stop_leftover_postgres(datadir: Path) -> None:
-    """Stop an embedded Postgres a killed daemon left running in ``datadir``."""
-    pidfile = datadir / "postmaster.pid"
-    if not pidfile.exists():
-        return
-    command = [str(embedded.bin_dir() / "pg_ctl"), "-D", str(datadir), "stop", "-m", "immediate"]
+def pg_ctl(datadir: Path, *args: str, check: bool = True) -> None:
+    """The embedded Postgres's own pg_ctl on ``datadir`` (as the pgserver user under root)."""
+    command = [str(embedded.bin_dir() / "pg_ctl"), "-D", str(datadir), *args]
     if os.geteuid() == 0:
         command = ["runuser", "-u", "pgserver", "--", *command]
-    subprocess.run(command, capture_output=True, timeout=60, check=False)
+    subprocess.run(command, check=check, capture_output=True, timeout=60)
+
+
+def stop_leftover_postgres(datadir: Path) -> None:
+    """Stop an embedded Postgres a killed daemon left running in ``datadir``."""
+    if (datadir / "postmaster.pid").exists():
+        pg_ctl(datadir, "stop", "-m", "immediate", check=False)

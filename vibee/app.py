@@ -58,9 +58,8 @@ from vibee.runtime import (
     run_watchdog,
 )
 from vibee.secrets import SecretStore
-from vibee.store import automation
+from vibee.store import Executor, automation
 from vibee.store.db import Database
-from vibee.store.sessions import Executor
 from vibee.telegram.factory import TelegramNotConfigured, gateway_factory
 from vibee.telegram.login import GatewayFactory, LoginFlow
 from vibee.telegram.manager import SessionManager

@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from vibee.store import embedded
+from tests.conftest import pg_ctl
 
 
 class Daemon:
@@ -97,13 +97,6 @@ def wait_until(predicate: object, deadline_s: float = 30) -> None:
             return
         time.sleep(0.1)
     raise AssertionError("condition not met in time")
-
-
-def pg_ctl(datadir: Path, *args: str) -> None:
-    command = [str(embedded.bin_dir() / "pg_ctl"), "-D", str(datadir), *args]
-    if os.geteuid() == 0:  # pgserver runs Postgres as its own system user under root
-        command = ["runuser", "-u", "pgserver", "--", *command]
-    subprocess.run(command, check=True, capture_output=True, timeout=60)
 
 
 def postgres_running(datadir: Path) -> bool:

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import orjson
 from aiohttp import web
 
@@ -36,7 +35,7 @@ from vibee.automation.events import EventBus
 from vibee.config import Config
 from vibee.coord.base import RateLimiter
 from vibee.secrets import Keyring
-from vibee.store import tokens
+from vibee.store import DB_ERRORS, tokens
 from vibee.store.db import DatabaseError
 
 log = logging.getLogger("vibee.api")
@@ -45,7 +44,7 @@ CONTEXT = web.AppKey("vibee.api.context", ApiContext)
 ROUTES = web.AppKey("vibee.api.routes", list[Route])
 PURGE_EVERY_S = 3600.0
 PURGE_GRACE = timedelta(days=1)
-_DB_FAILURES = (DatabaseError, OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_DB_FAILURES = (DatabaseError, *DB_ERRORS)
 
 
 def settings_from_config(config: Config) -> ApiSettings:

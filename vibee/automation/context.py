@@ -13,8 +13,7 @@ from typing import Literal
 
 from vibee.ai.base import ChatRequest, Message
 from vibee.automation.rag import Rag
-from vibee.store import automation, outbox
-from vibee.store.outbox import Executor
+from vibee.store import Executor, automation, outbox
 
 DIALOG_TURNS = 20
 RAG_EXAMPLES = 5  # RAG: how many similar past replies of the owner go into the prompt

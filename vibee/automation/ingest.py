@@ -21,6 +21,7 @@ from prometheus_client import Counter
 from vibee.automation.events import NO_EVENTS, EventSink, event
 from vibee.runtime import Service
 from vibee.runtime.metrics import track_mailbox, untrack_mailbox
+from vibee.store import DB_ERRORS
 from vibee.store.inbox import (
     FLAG_BOT,
     FLAG_CHANNEL,
@@ -158,7 +159,7 @@ class Ingest(Service):
                         {(r.session_id, r.tg_chat_id) for r in rows if r.direction == "in"}
                     )
                 return
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DB_ERRORS as exc:
                 failures += 1
                 delay = min(MAX_BACKOFF_S, 0.1 * 2 ** min(failures, 10))
                 log.warning(

@@ -41,7 +41,7 @@ from vibee.automation.policy import (
 )
 from vibee.automation.rag import Rag
 from vibee.runtime import Service, Supervisor
-from vibee.store import automation, embeddings, outbox
+from vibee.store import DB_ERRORS, automation, embeddings, outbox
 from vibee.store.inbox import FLAG_BOT, FLAG_CHANNEL, FLAG_GROUP, FLAG_OUTGOING
 from vibee.telegram.gateway import GatewayError
 from vibee.telegram.session_actor import SessionActor
@@ -59,7 +59,6 @@ LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 DEAD_LETTERS = Gauge("vibee_dead_letters", "Dead letters waiting for an operator.")
-DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 MAX_TEXT = 4096
 CONFIG_TTL_S = 5.0
 MAX_CACHED_CONFIGS = 100_000

@@ -13,8 +13,8 @@ import logging
 
 from vibee.ai.base import ProviderError
 from vibee.ai.embeddings import Embedder
+from vibee.store import Executor
 from vibee.store import embeddings as store
-from vibee.store.outbox import Executor
 
 log = logging.getLogger("vibee.automation.rag")
 

@@ -11,7 +11,13 @@ if TYPE_CHECKING:
 
     Conn: TypeAlias = asyncpg.Connection | PoolConnectionProxy[asyncpg.Record]
     """A connection, plain or borrowed from a pool."""
+    Executor: TypeAlias = asyncpg.Pool | Conn
+    """Anything that runs a statement: the pool or a connection."""
 else:
     from asyncpg.pool import PoolConnectionProxy
 
     Conn = asyncpg.Connection | PoolConnectionProxy
+    Executor = asyncpg.Pool | Conn
+
+DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+"""What a database that went away (or never answered) raises: callers retry or report."""

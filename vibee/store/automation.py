@@ -7,11 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 
-import asyncpg
-
-from vibee.store import Conn
-
-Executor = asyncpg.Pool | Conn
+from vibee.store import Executor
 
 _CONFIG_COLUMNS = (
     "mode",

@@ -13,11 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
-
-from vibee.store import Conn
-
-Executor = asyncpg.Pool | Conn
+from vibee.store import Executor
 
 
 class ChatNotFound(LookupError):

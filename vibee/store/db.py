@@ -20,7 +20,7 @@ import orjson
 from pgvector.asyncpg import register_vector
 
 from vibee.config import DatabaseConfig
-from vibee.store import embedded
+from vibee.store import DB_ERRORS, embedded
 from vibee.store.migrate import Migrator
 
 log = logging.getLogger("vibee.store.db")
@@ -135,7 +135,7 @@ class Database:
             async with asyncio.timeout(timeout):
                 async with self.pool.acquire() as conn:
                     await conn.fetchval("SELECT 1")
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except DB_ERRORS as exc:
             raise DatabaseError(f"database does not answer: {exc.__class__.__name__}") from None
 
     async def close(self) -> None:

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from vibee.store import Conn
+from vibee.store import Conn, Executor
 from vibee.store.inbox import InboxRow, store_batch
-from vibee.store.outbox import Executor
 
 FLAG_IMPORTED = 32
 """``messages.flags`` bit: the row came from a history import, not from a live update."""

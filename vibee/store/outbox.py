@@ -17,9 +17,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from vibee.store import Conn
-
-Executor = asyncpg.Pool | Conn
+from vibee.store import Conn, Executor
 
 
 @dataclass(frozen=True, slots=True)

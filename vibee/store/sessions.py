@@ -12,9 +12,7 @@ from datetime import datetime
 
 import asyncpg
 
-from vibee.store import Conn
-
-Executor = asyncpg.Pool | Conn
+from vibee.store import Executor
 
 STATES = (
     "new",

@@ -17,12 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
-from vibee.store import Conn
-
-Executor = asyncpg.Pool | Conn
-Connection = asyncpg.Connection | PoolConnectionProxy
+from vibee.store import Conn, Executor
 
 EntityRow = tuple[int, int, str | None, str | None, str | None]
 """(marked id, access hash, username, phone, name): Telethon's own row shape."""
@@ -87,7 +83,7 @@ async def save(db: Executor, session_id: int, write: SessionWrite) -> bool:
     return await _save(db, session_id, write)
 
 
-async def _save(conn: Connection, session_id: int, write: SessionWrite) -> bool:
+async def _save(conn: Conn, session_id: int, write: SessionWrite) -> bool:
     try:
         async with conn.transaction():
             exists = await conn.fetchval(

@@ -23,11 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-import asyncpg
-from asyncpg.pool import PoolConnectionProxy
-
-Conn = asyncpg.Connection | PoolConnectionProxy
-Executor = asyncpg.Pool | Conn
+from vibee.store import Conn, Executor
 
 
 class TokenError(Exception):

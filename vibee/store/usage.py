@@ -12,11 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
-import asyncpg
-
-from vibee.store import Conn
-
-Executor = asyncpg.Pool | Conn
+from vibee.store import Executor
 
 
 @dataclass(frozen=True, slots=True)

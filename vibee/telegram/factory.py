@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from vibee.config import Config
 from vibee.secrets import SecretStore
-from vibee.store.sessions import Executor
+from vibee.store import Executor
 from vibee.telegram.gateway import Gateway
 from vibee.telegram.login import GatewayFactory
 

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from vibee.secrets import Keyring
-from vibee.store import sessions
-from vibee.store.sessions import Executor
+from vibee.store import Executor, sessions
 from vibee.telegram.gateway import (
     Authorized,
     Gateway,

@@ -22,7 +22,7 @@ from vibee.automation.events import EventSink
 from vibee.runtime import ChildSpec, Restart, Service, Supervisor
 from vibee.runtime.supervisor import DuplicateChildError, NoSuchChild, SupervisorNotRunning
 from vibee.secrets import DecryptError, Keyring
-from vibee.store import sessions
+from vibee.store import DB_ERRORS, sessions
 from vibee.telegram.login import GatewayFactory
 from vibee.telegram.session_actor import InboundSink, SessionActor
 from vibee.telegram.session_store import unseal
@@ -72,7 +72,7 @@ class SessionManager(Service):
             self._wake.clear()
             try:
                 await self.sweep()
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DB_ERRORS as exc:
                 log.warning("session sweep failed", extra={"error": repr(exc)})
             try:
                 async with asyncio.timeout(self._sweep_s):

@@ -16,8 +16,7 @@ import time
 from collections.abc import Callable
 
 from vibee.runtime import Service
-from vibee.store import sessions
-from vibee.store.sessions import Executor
+from vibee.store import Executor, sessions
 from vibee.telegram.gateway import Gateway, GatewayError, PasswordRequired, QrLogin
 from vibee.telegram.login import LoginFlow
 

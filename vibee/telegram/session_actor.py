@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-import asyncpg
 from aiolimiter import AsyncLimiter
 from prometheus_client import Counter, Gauge
 
@@ -34,8 +33,7 @@ from vibee.automation.events import NO_EVENTS, EventSink
 from vibee.automation.events import event as new_event
 from vibee.obs.logging import bind
 from vibee.runtime import CircuitBreaker, CircuitOpenError, Service
-from vibee.store import sessions
-from vibee.store.sessions import Executor
+from vibee.store import DB_ERRORS, Executor, sessions
 from vibee.telegram.gateway import (
     Disconnected,
     FloodWait,
@@ -204,7 +202,7 @@ class SessionActor(Service):
         self.state = state
         try:
             await sessions.set_state(self._db, self.session_id, state, reason)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DB_ERRORS as exc:
             # the database is down: the connection matters more than the state column
             log.warning("cannot record session state", extra={"error": repr(exc)})
 

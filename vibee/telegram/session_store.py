@@ -11,8 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from vibee.secrets import DecryptError, Keyring
-from vibee.store import sessions
-from vibee.store.sessions import Executor
+from vibee.store import Executor, sessions
 
 log = logging.getLogger("vibee.telegram.session_store")
 

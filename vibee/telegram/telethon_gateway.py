@@ -46,7 +46,7 @@ from telethon.tl import types
 
 from vibee.config import TelegramConfig
 from vibee.secrets import Keyring
-from vibee.store.telethon_state import Executor
+from vibee.store import Executor
 from vibee.telegram import telethon_values as values
 from vibee.telegram.gateway import (
     Authorized,

@@ -31,14 +31,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 from telethon import utils
 from telethon.sessions import MemorySession
 from telethon.tl import types
 
 from vibee.secrets import Keyring
-from vibee.store import telethon_state
-from vibee.store.telethon_state import EntityRow, Executor, SessionWrite, UpdateStateRow
+from vibee.store import DB_ERRORS, Executor, telethon_state
+from vibee.store.telethon_state import EntityRow, SessionWrite, UpdateStateRow
 from vibee.telegram.session_store import seal
 from vibee.telegram.telethon_credential import credential_of
 
@@ -47,7 +46,7 @@ log = logging.getLogger("vibee.telegram.telethon_session")
 DEFAULT_MAX_ENTITIES = 10_000
 BASE_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+_DB_ERRORS = DB_ERRORS
 
 
 @dataclass(frozen=True, slots=True)

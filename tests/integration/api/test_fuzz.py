@@ -24,7 +24,7 @@ from vibee.api.context import ApiSettings
 from vibee.api.tiers import TierLimits, Tiers
 from vibee.coord.local import LocalRateLimiter
 from vibee.secrets import Keyring, new_keyring_text
-from vibee.store.sessions import Executor
+from vibee.store import Executor
 from vibee.telegram.login import LoginFlow
 from vibee.telegram.qr import QrLogins
 from vibee.telegram.sim_gateway import SimGateway

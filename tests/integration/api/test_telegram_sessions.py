@@ -18,8 +18,7 @@ from vibee.api.app import build_api_app
 from vibee.api.context import ApiSettings
 from vibee.coord.local import LocalRateLimiter
 from vibee.secrets import Keyring, new_keyring_text
-from vibee.store import sessions
-from vibee.store.sessions import Executor
+from vibee.store import Executor, sessions
 from vibee.telegram.login import LoginFlow
 from vibee.telegram.sim_gateway import SimGateway
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 from collections import Counter
 from pathlib import Path
 
 import asyncpg
 
-from tests.conftest import stop_leftover_postgres
+from tests.conftest import pg_ctl, stop_leftover_postgres
 from tests.integration.telegram.test_daemon_sessions import authorized_session, vibee_user
 from tests.integration.telegram.world import ChatRef, SimWorld, eventually
 from tests.integration.test_run import Daemon
@@ -261,15 +260,8 @@ async def test_database_restart_during_a_burst_loses_nothing_and_doubles_nothing
 
 
 def stop_postgres(datadir: Path) -> None:
-    _pg_ctl(datadir, "stop", "-m", "fast", "-w")
+    pg_ctl(datadir, "stop", "-m", "fast", "-w")
 
 
 def start_postgres(datadir: Path) -> None:
-    _pg_ctl(datadir, "start", "-w", "-o", f"-h '' -k {datadir}", "-l", str(datadir / "log"))
-
-
-def _pg_ctl(datadir: Path, *args: str) -> None:
-    command = [str(embedded.bin_dir() / "pg_ctl"), "-D", str(datadir), *args]
-    if os.geteuid() == 0:
-        command = ["runuser", "-u", "pgserver", "--", *command]
-    subprocess.run(command, check=True, capture_output=True, timeout=60)
+    pg_ctl(datadir, "start", "-w", "-o", f"-h '' -k {datadir}", "-l", str(datadir / "log"))

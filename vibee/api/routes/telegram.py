@@ -33,8 +33,7 @@ from vibee.api.schemas_chats import (
     SessionList,
     SessionOut,
 )
-from vibee.store import sessions
-from vibee.store.sessions import Executor
+from vibee.store import Executor, sessions
 from vibee.telegram.gateway import GatewayError, LoginError, NetworkError, QrLogin
 from vibee.telegram.login import LoginFlow, Step
 from vibee.telegram.qr import QrBusy, QrLogins
