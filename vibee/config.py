@@ -74,9 +74,26 @@ class DatabaseConfig(_Section):
 
 
 class RedisConfig(_Section):
-    """Redis, for several instances. Empty ``url`` means a single instance, no Redis."""
+    """Redis, for several instances. Empty ``url`` means a single instance, no Redis.
+
+    Leases follow Kubernetes' leader-election defaults: a session's lease lasts
+    ``lease_s``; its owner renews every ``retry_s`` and disconnects the session if no
+    renewal succeeded for ``renew_deadline_s`` (before the lease can expire), so two
+    instances never hold one Telegram session at once.
+    """
 
     url: str = ""
+    instance_id: str = ""
+    lease_s: float = Field(15.0, gt=0)
+    renew_deadline_s: float = Field(10.0, gt=0)
+    retry_s: float = Field(2.0, gt=0)
+    key_prefix: str = Field("vibee", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+    @model_validator(mode="after")
+    def _lease_timings(self) -> RedisConfig:
+        if not self.lease_s > self.renew_deadline_s > 1.2 * self.retry_s:
+            raise ValueError("lease_s > renew_deadline_s > 1.2 × retry_s must hold")
+        return self
 
 
 class TelegramConfig(_Section):
