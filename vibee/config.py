@@ -20,7 +20,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_CONFIG_PATHS = (Path("config.toml"), Path("/etc/vibee/config.toml"))
 ENV_PREFIX = "VIBEE_"
@@ -279,6 +286,46 @@ class RuntimeConfig(_Section):
     shutdown_timeout_s: float = Field(30.0, gt=0)
 
 
+class TracingConfig(_Section):
+    """OpenTelemetry tracing over OTLP/HTTP (needs the ``otel`` extra); off by default.
+
+    Headers for the collector (an ``Authorization`` line, say) are the secret
+    ``tracing_headers``: one ``Name: value`` per line, from ``$CREDENTIALS_DIRECTORY``,
+    ``VIBEE_TRACING_HEADERS`` or ``headers_file``.
+    """
+
+    enabled: bool = False
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    service_name: str = Field("vibee", min_length=1)
+    sample_ratio: float = Field(1.0, ge=0, le=1)
+    headers_file: Path | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        try:
+            url = urlsplit(value)
+            valid = url.scheme in ("http", "https") and bool(url.hostname) and " " not in value
+            url.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ValueError("must be an http:// or https:// URL (OTLP/HTTP, e.g. …/v1/traces)")
+        return value
+
+    @model_validator(mode="after")
+    def _extra_installed(self) -> TracingConfig:
+        if self.enabled:
+            from vibee.obs.tracing import missing_extra
+
+            problem = missing_extra()
+            if problem:
+                raise ValueError(problem)
+        return self
+
+
 class Config(_Section):
     """The whole configuration."""
 
@@ -293,6 +340,7 @@ class Config(_Section):
     security: SecurityConfig = SecurityConfig()
     logging: LoggingConfig = LoggingConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    tracing: TracingConfig = TracingConfig()
 
     def state_dir(self, environ: Mapping[str, str] | None = None) -> Path:
         """The state directory: the config's, else ``$STATE_DIRECTORY``, else ~/.local/share."""

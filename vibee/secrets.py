@@ -69,6 +69,7 @@ def secret_file_keys(config: Config) -> dict[str, Path | None]:
         "session_keys": config.security.session_keys_file,
         "admin_token": config.admin.token_file,
         "database_password": config.database.password_file,
+        "tracing_headers": config.tracing.headers_file,
     }
     for name, provider in config.ai.providers.items():
         if provider.kind != "canned":

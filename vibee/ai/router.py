@@ -19,6 +19,12 @@ For one request the router:
 Streaming: a provider failing before any text was shown is retried, then replaced by
 the next provider, exactly as above. Once text has been shown, nothing is asked again:
 the stream finishes with what arrived and the Completion is marked ``partial``.
+
+Tracing (:mod:`vibee.obs.tracing`, when on): :meth:`Router.complete` is the span
+``ai.complete`` (outcome, provider, fallbacks), with one ``ai.attempt`` child per provider
+attempt (provider, attempt number, outcome as in ``vibee_ai_requests_total``, model,
+tokens). :meth:`Router.stream` is not traced: a span current across an async generator's
+``yield`` would leak into the consumer's context.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from vibee.ai.base import (
 )
 from vibee.ai.moderation import LocalModeration, RemoteModeration
 from vibee.coord.base import Cache
+from vibee.obs import tracing
 from vibee.runtime.breaker import CircuitBreaker, CircuitOpenError
 from vibee.runtime.retry import RetryPolicy, retry, retry_after_of
 
@@ -269,7 +276,19 @@ class Router:
             counters.cost.inc(usage.cost)
 
     async def complete(self, request: ChatRequest, user_id: int | None = None) -> Answer:
-        """One answer through the chain (see the module docstring)."""
+        """One answer through the chain (see the module docstring); traced as
+        ``ai.complete`` with one ``ai.attempt`` child per provider attempt."""
+        with tracing.span("ai.complete") as span:
+            answer = await self._complete(request, user_id)
+            if span.recording:
+                if isinstance(answer, Completion):
+                    span.set(outcome="cached" if answer.cached else "ok", provider=answer.provider)
+                else:
+                    span.set(outcome=answer.reason)
+                span.set(fallbacks=len(answer.fallbacks))
+            return answer
+
+    async def _complete(self, request: ChatRequest, user_id: int | None) -> Answer:
         key = ""
         if self._caching:
             key = self.cache_key(request)
@@ -307,17 +326,29 @@ class Router:
         return finished
 
     async def _ask(self, slot: ProviderSlot, request: ChatRequest, deadline: float) -> Completion:
+        number = 0
+
         async def attempt() -> Completion:
-            started = time.monotonic()
-            with slot.breaker.guard(is_failure=counts_against_breaker):
-                async with slot.limit:
-                    if deadline - time.monotonic() >= slot.timeout_s:
-                        answer = await slot.provider.complete(request)
-                    else:
-                        async with asyncio.timeout_at(_loop_deadline(deadline)):
-                            answer = await slot.provider.complete(request)
-            self._account(slot, answer, started)
-            return answer
+            nonlocal number
+            number += 1
+            with tracing.span("ai.attempt", provider=slot.name, attempt=number) as span:
+                started = time.monotonic()
+                try:
+                    with slot.breaker.guard(is_failure=counts_against_breaker):
+                        async with slot.limit:
+                            if deadline - time.monotonic() >= slot.timeout_s:
+                                answer = await slot.provider.complete(request)
+                            else:
+                                async with asyncio.timeout_at(_loop_deadline(deadline)):
+                                    answer = await slot.provider.complete(request)
+                except BaseException as exc:
+                    if span.recording:
+                        span.set(outcome=_span_outcome(exc))
+                    raise
+                self._account(slot, answer, started)
+                if span.recording:
+                    span.set(outcome="ok", model=answer.model, tokens=answer.usage.total_tokens)
+                return answer
 
         def on_retry(number: int, error: BaseException, delay: float) -> None:
             metrics.AI_REQUESTS.labels(slot.name, _outcome(error)).inc()
@@ -405,6 +436,12 @@ class Router:
         """Close every provider's connections."""
         for slot in self.slots:
             await slot.provider.close()
+
+
+def _span_outcome(error: BaseException) -> str:
+    if isinstance(error, asyncio.CancelledError):
+        return "cancelled"
+    return _outcome(error)
 
 
 def _loop_deadline(deadline: float) -> float:

@@ -19,6 +19,7 @@ import asyncpg
 from prometheus_client import Counter
 
 from vibee.automation.events import NO_EVENTS, EventSink, event
+from vibee.obs import tracing
 from vibee.runtime import Service
 from vibee.runtime.metrics import track_mailbox, untrack_mailbox
 from vibee.store import DB_ERRORS
@@ -95,6 +96,7 @@ class Ingest(Service):
 
     async def deliver(self, inbound: Inbound) -> None:
         """Queue one message; waits while the queue is full (backpressure)."""
+        tracing.remember(inbound.session_id, inbound.message.chat_id, inbound.message.message_id)
         await self._queue.put(inbound)
 
     async def on_start(self) -> None:
@@ -110,7 +112,9 @@ class Ingest(Service):
         while not (self.stopping.is_set() and self._queue.empty()):
             batch = await self._next_batch()
             if batch:
-                await self._store(batch)
+                links = ((i.session_id, i.message.chat_id, i.message.message_id) for i in batch)
+                with tracing.span("ingest.batch", links=links, messages=len(batch)):
+                    await self._store(batch)
 
     async def _next_batch(self) -> list[Inbound]:
         if self._queue.empty():

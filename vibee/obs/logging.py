@@ -1,8 +1,9 @@
 """Structured logging: one JSON object per line (or text for a terminal), context, redaction.
 
 Every record carries ``ts``, ``level``, ``logger``, ``msg`` and whatever context is bound in
-this task (``trace_id``, ``session_id``, ``user_id`` through :func:`bind`), plus the
-``extra=`` fields of the call. Redaction runs on every record, whatever the caller passed:
+this task (``session_id``, ``user_id`` through :func:`bind`), ``trace_id`` and ``span_id``
+when an OpenTelemetry span is current (:mod:`vibee.obs.tracing`), plus the ``extra=``
+fields of the call. Redaction runs on every record, whatever the caller passed:
 
 * every secret value VIBEE loaded (registered with :func:`register_secret`) becomes ``***``;
 * fields whose name says secret (``password``, ``token``, ``api_key``, ``auth_key``, …);
@@ -22,6 +23,8 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 
 import orjson
+
+from vibee.obs import tracing
 
 REDACTED = "***"
 _MIN_SECRET_LEN = 6
@@ -122,6 +125,9 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
     }
     for key, value in (_context.get() or {}).items():
         fields[key] = redact_value(key, value)
+    ids = tracing.current_ids()
+    if ids is not None:
+        fields["trace_id"], fields["span_id"] = ids
     for key, value in record.__dict__.items():
         if key not in _STANDARD_ATTRS and not key.startswith("_"):
             fields[key] = redact_value(key, value)
