@@ -4,12 +4,13 @@ The tree as it stands (children a later capability fills in are absent, not fake
 
     root (rest_for_one)
     ├── infra (rest_for_one)
-    │   └── database        the pool; starts the embedded Postgres when no URL is set
+    │   ├── database        the pool; starts the embedded Postgres when no URL is set
+    │   └── coordinator     heartbeats and the bus (Redis with many instances; local else)
     ├── ai                  the router: providers, breakers, cache, quota, moderation
     ├── ingest              new messages from every session, stored in batches
     ├── pipeline            policy → context → AI → outbox → send; recovery and sweep
     ├── sessions            one_for_one, dynamic: session:<id> per Telegram account
-    ├── session-manager     starts a session actor for each runnable session (and sweeps)
+    ├── session-manager     places sessions, holds their leases, starts their actors
     ├── api                 the public REST API on server.host:server.port
     ├── admin               health, readiness, metrics, /admin/sessions, /admin/users/…/tier
     └── watchdog            systemd WATCHDOG=1 while the tree is healthy (transient: absent
@@ -43,8 +44,10 @@ from vibee.automation.ingest import Ingest
 from vibee.automation.pipeline import Pipeline
 from vibee.automation.rag import Rag
 from vibee.config import Config
-from vibee.coord.local import LocalRateLimiter
+from vibee.coord.bus import Message
+from vibee.coord.coordinator import Coordinator, CoordinatorService
 from vibee.obs import logging as vlog
+from vibee.obs import tracing
 from vibee.runtime import (
     ChildSpec,
     ChildStartError,
@@ -115,21 +118,27 @@ class App:
     root: Supervisor
     db: Database
     readiness: Readiness
+    coordinator: Coordinator
 
 
 class AIService(Service):
     """The ``ai`` child: owns the router (providers, breakers, cache, quota) for the pipeline."""
 
-    def __init__(self, config: Config, secrets: SecretStore, db: Database) -> None:
+    def __init__(
+        self, config: Config, secrets: SecretStore, db: Database, coord: Coordinator
+    ) -> None:
         super().__init__("ai")
         self._config, self._secrets, self._db = config, secrets, db
+        self._cache = coord.cache if coord.mode == "redis" else None
         self.router: Router | None = None
         self.rag: Rag | None = None
         self._embeddings: EmbeddingsClient | None = None
 
     async def on_start(self) -> None:
         """Build the chain; say which providers are left out and why."""
-        self.router, skipped = build_router(self._config, self._secrets, pool=self._db.pool)
+        self.router, skipped = build_router(
+            self._config, self._secrets, pool=self._db.pool, cache=self._cache
+        )
         self._embeddings = build_embeddings(self._config, self._secrets)
         self.rag = Rag(self._embeddings, self._db.pool) if self._embeddings else None
         for gone in skipped:
@@ -167,6 +176,32 @@ class _Current:
         if self.pipeline is not None:
             self.pipeline.notify(keys)
 
+    def owns(self, session_id: int) -> bool:
+        """True while this instance runs the session (holds its lease)."""
+        return self.manager is not None and self.manager.owns(session_id)
+
+    def gained(self, session_id: int) -> None:
+        """This instance just took a session: finish what its previous owner left."""
+        if self.pipeline is not None:
+            self.pipeline.wake()
+
+    def on_bus(self, message: Message) -> None:
+        """A notice from another instance (or from this one, looped back)."""
+        kind = message.get("t")
+        if kind in ("sessions", "resync") and self.manager is not None:
+            self.manager.wake()
+        if kind == "resync" and self.pipeline is not None:
+            self.pipeline.wake()
+        if kind == "chat" and self.pipeline is not None:
+            session_id, chat = message.get("s"), message.get("c")
+            if isinstance(session_id, int) and isinstance(chat, int) and self.owns(session_id):
+                self.pipeline.notify([(session_id, chat)])
+
+    def members_changed(self) -> None:
+        """An instance came or went: placement may have moved sessions."""
+        if self.manager is not None:
+            self.manager.wake()
+
 
 def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notifier) -> App:
     """The supervisor tree for ``config`` (not started)."""
@@ -174,16 +209,22 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
     db = Database(config.database, state_dir, password.value if password else None)
     readiness = Readiness()
     current = _Current()
+    coord = Coordinator.from_config(config.redis, config.ai.cache_max_entries)
+    coord.bus.on_message(current.on_bus)
+    coord.on_members_changed = current.members_changed
 
     def infra() -> Supervisor:
         return Supervisor(
             "infra",
-            [ChildSpec("database", lambda: DatabaseService(db), shutdown_timeout=15)],
+            [
+                ChildSpec("database", lambda: DatabaseService(db), shutdown_timeout=15),
+                ChildSpec("coordinator", lambda: CoordinatorService(coord), shutdown_timeout=5),
+            ],
             strategy=Strategy.REST_FOR_ONE,
         )
 
     def ai() -> AIService:
-        current.ai = AIService(config, secrets, db)
+        current.ai = AIService(config, secrets, db, coord)
         return current.ai
 
     def ingest() -> Ingest:
@@ -229,6 +270,8 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
             circuit_threshold=telegram.circuit_threshold,
             retry_delay_s=telegram.retry_delay_s,
             events=current.events,
+            coordinator=coord,
+            on_gained=current.gained,
         )
         return current.manager
 
@@ -289,7 +332,7 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
         api_settings,
         lambda: db.pool,
         secrets.keyring("jwt_keys"),
-        LocalRateLimiter(),
+        coord.limiter,
         login=login if gateways is not None else None,
         qr=lambda: current.qr,
         events=current.events,
@@ -315,7 +358,8 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
         ChildSpec("sessions", sessions_supervisor, shutdown_timeout=15),
     ]
     if gateways is not None:
-        children.append(ChildSpec("session-manager", session_manager, shutdown_timeout=2))
+        # stops before the sessions: it hands them over (leave, stop, release, tell peers)
+        children.append(ChildSpec("session-manager", session_manager, shutdown_timeout=20))
 
         def qr_logins() -> QrLogins:
             assert gateways is not None
@@ -352,13 +396,18 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
     async def database_ready() -> None:
         await db.ping()
 
+    async def coordinator_ready() -> None:
+        await coord.ping()
+
     async def tree_ready() -> None:
         if not root.healthy:
             raise RuntimeError("the supervisor tree is not running")
 
     readiness.add("database", database_ready)
+    if coord.mode == "redis":
+        readiness.add("redis", coordinator_ready)
     readiness.add("supervisor", tree_ready)
-    return App(root, db, readiness)
+    return App(root, db, readiness, coord)
 
 
 def root_cause(error: BaseException) -> BaseException:
@@ -372,7 +421,8 @@ async def serve(config: Config) -> int:
     """Run the tree until a signal or until it gives up. Returns the exit code."""
     notifier = Notifier.from_env()
     state_dir, secrets = prepare_state(config)
-    root = build(config, state_dir, secrets, notifier).root
+    app = build(config, state_dir, secrets, notifier)
+    root = app.root
 
     def ready() -> None:
         log.info("vibee ready", extra={"state_dir": str(state_dir)})
@@ -398,6 +448,8 @@ async def serve(config: Config) -> int:
             log.critical("the supervisor tree gave up", extra={"error": str(root_cause(exc))})
             notifier.stopping("gave up")
             return 1
+        finally:
+            await app.coordinator.close()
     log.info("vibee stopped")
     return 0
 
@@ -405,6 +457,10 @@ async def serve(config: Config) -> int:
 def main(config: Config) -> int:
     """Run the daemon in this process under uvloop; returns the exit code."""
     vlog.configure(config.logging.level, config.logging.format)
+    tracing.configure(config.tracing)  # a no-op unless [tracing] enabled = true
     import uvloop
 
-    return uvloop.run(serve(config))
+    try:
+        return uvloop.run(serve(config))
+    finally:
+        tracing.shutdown()  # flush the spans still queued for the collector

@@ -33,6 +33,10 @@ class SessionNotFound(LookupError):
     """No such session for this user."""
 
 
+class StaleEpoch(Exception):
+    """A fenced write from an instance that no longer holds the session's lease."""
+
+
 @dataclass(frozen=True, slots=True)
 class SessionRow:
     """One Telegram session as stored."""
@@ -166,18 +170,63 @@ async def save_authorized(
     )
 
 
-async def set_state(db: Executor, session_id: int, state: str, reason: str | None = None) -> None:
-    """The daemon reports a session's connection state (all users: called by its actor)."""
+async def set_state(
+    db: Executor,
+    session_id: int,
+    state: str,
+    reason: str | None = None,
+    epoch: int | None = None,
+) -> None:
+    """The daemon reports a session's connection state (all users: called by its actor).
+
+    With ``epoch`` (the actor's lease), the write is fenced: once another instance has
+    taken the session (a higher epoch in the row), it raises :class:`StaleEpoch` and
+    changes nothing. It raises the same when the session was deleted."""
     if state not in STATES:
         raise ValueError(f"unknown session state {state!r}")
-    await db.execute(
+    found = await db.fetchval(
         "UPDATE telegram_sessions SET state = $2, state_reason = $3, updated_at = now(), "
         "connected_at = CASE WHEN $2 = 'connected' THEN now() ELSE connected_at END "
-        "WHERE id = $1",
+        "WHERE id = $1 AND ($4::bigint IS NULL OR epoch <= $4) RETURNING id",
         session_id,
         state,
         reason,
+        epoch,
     )
+    if found is None and epoch is not None:
+        raise StaleEpoch(f"session {session_id}: epoch {epoch} is stale or the session is gone")
+
+
+async def runnable_all_users(db: Executor) -> list[tuple[int, int, int]]:
+    """(session id, user id, epoch) of every session whose actor should run somewhere:
+    what placement needs, without the credentials."""
+    records = await db.fetch(
+        "SELECT s.id, s.user_id, s.epoch FROM telegram_sessions s "
+        "JOIN users u ON u.id = s.user_id "
+        "WHERE s.state = ANY($1::text[]) AND s.credential IS NOT NULL "
+        "AND u.disabled_at IS NULL ORDER BY s.id",
+        list(RUNNABLE),
+    )
+    return [(int(r["id"]), int(r["user_id"]), int(r["epoch"])) for r in records]
+
+
+async def fence(db: Executor, epochs: dict[int, int]) -> list[SessionRow]:
+    """Record new leases' epochs (session id → epoch) in one statement; returns the rows
+    of the sessions fenced. A session missing from the answer had this or a newer epoch
+    already (the lease is stale: another holder came after it) or is gone."""
+    if not epochs:
+        return []
+    records = await db.fetch(
+        "UPDATE telegram_sessions AS s SET epoch = v.epoch "
+        "FROM unnest($1::bigint[], $2::bigint[]) AS v(id, epoch) "
+        "WHERE s.id = v.id AND s.epoch < v.epoch "
+        "RETURNING s.id, s.user_id, s.phone, s.telegram_user_id, s.state, s.state_reason, "
+        "s.phone_code_hash, s.credential, s.credential_key_id, s.last_seq, s.created_at, "
+        "s.updated_at",
+        list(epochs),
+        list(epochs.values()),
+    )
+    return [_row(r) for r in records]
 
 
 async def save_last_seq(db: Executor, session_id: int, seq: int) -> None:

@@ -1,12 +1,24 @@
-"""Which session actors run: one per runnable session, started at boot and on a sweep.
+"""Which session actors run here: one per session this instance is placed and leased.
 
-The manager reads the sessions that should be running (authorized, or connected before a
-restart) and adds a ``session:<id>`` child to the ``sessions`` supervisor for each one
-that has none, up to ``telegram.max_sessions``. It sweeps again every few seconds, which
-is how a login finished elsewhere (another process, the CLI) gets its actor; a login
-finished in this process calls :meth:`SessionManager.wake` to sweep at once. An actor
-whose session is no longer wanted (deleted, its user disabled) is stopped by the sweep.
-Session children are transient: one that ends normally (logged out) is not restarted.
+The manager reads the sessions that should be running somewhere (authorized, or
+connected before a restart), places them over the live instances by rendezvous hashing
+(:func:`vibee.coord.membership.place`, at most ``telegram.max_sessions`` each), and for
+each one placed here takes the session's lease, records its epoch in Postgres (the
+fencing token) and adds a ``session:<id>`` child to the ``sessions`` supervisor. It
+sweeps again every few seconds (every ``redis.retry_s`` with many instances), which is
+how a login finished elsewhere gets its actor; a login finished in this process, a peer
+joining or leaving, or a bus notice calls :meth:`SessionManager.wake` to sweep at once.
+An actor whose session is no longer wanted here (deleted, its user disabled, placed on
+another instance) is stopped, then its lease released.
+
+Leases are renewed every ``retry_s`` in one Redis call. A lease another instance holds
+now is lost: its actor stops at once. A lease not renewed for ``renew_deadline_s``
+(Redis unreachable) stops its actor too — before the lease can expire, so that no peer
+connects the session while this one still does. A graceful stop leaves the membership,
+stops every actor, then releases the leases and tells the peers, which take over at once.
+
+Session children are transient: one that ends normally (logged out) is not restarted,
+and its lease is given up. With one instance (no Redis) every lease is granted.
 """
 
 from __future__ import annotations
@@ -14,13 +26,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import asyncpg
 
 from vibee.automation.events import EventSink
+from vibee.config import RedisConfig
+from vibee.coord.base import CoordinationUnavailable, Lease
+from vibee.coord.coordinator import Coordinator
+from vibee.coord.membership import place
 from vibee.runtime import ChildSpec, Restart, Service, Supervisor
-from vibee.runtime.supervisor import DuplicateChildError, NoSuchChild, SupervisorNotRunning
+from vibee.runtime.supervisor import (
+    ChildStartError,
+    DuplicateChildError,
+    NoSuchChild,
+    SupervisorNotRunning,
+)
 from vibee.secrets import DecryptError, Keyring
 from vibee.store import DB_ERRORS, sessions
 from vibee.telegram.login import GatewayFactory
@@ -28,6 +51,14 @@ from vibee.telegram.session_actor import InboundSink, SessionActor
 from vibee.telegram.session_store import unseal
 
 log = logging.getLogger("vibee.telegram.manager")
+
+
+@dataclass(slots=True)
+class _Held:
+    lease: Lease
+    renewed_at: float
+    """When the last successful renewal was *sent* (monotonic): the lease is valid at
+    least ``lease_s`` past it."""
 
 
 class SessionManager(Service):
@@ -47,8 +78,10 @@ class SessionManager(Service):
         retry_delay_s: float = 1.0,
         sweep_s: float = 5.0,
         events: EventSink | None = None,
+        coordinator: Coordinator | None = None,
+        on_gained: Callable[[int], None] = lambda _: None,
     ) -> None:
-        super().__init__("session-manager")
+        super().__init__("session-manager", graceful=True)
         self._events = events
         self._supervisor = supervisor
         self._pool = pool
@@ -59,15 +92,32 @@ class SessionManager(Service):
         self._per_chat = per_chat_per_minute
         self._threshold = circuit_threshold
         self._retry_delay = retry_delay_s
-        self._sweep_s = sweep_s
+        self._coord = coordinator or Coordinator.from_config(RedisConfig())
+        self._sweep_s = sweep_s if self._coord.mode == "local" else self._coord.retry_s
+        self._on_gained = on_gained
+        self._held: dict[int, _Held] = {}
         self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
 
     def wake(self) -> None:
-        """Sweep now (a login just finished)."""
+        """Sweep now (a login just finished, an instance came or went)."""
         self._wake.set()
 
+    def owns(self, session_id: int) -> bool:
+        """True while this instance holds the session's lease."""
+        return session_id in self._held
+
     async def run(self) -> None:
-        """Sweep at start, then every ``sweep_s`` seconds or when woken."""
+        """Sweep and renew until asked to stop; then hand the sessions over."""
+        async with asyncio.TaskGroup() as group:
+            sweeper = group.create_task(self._sweep_loop(), name="session-manager:sweep")
+            renewer = group.create_task(self._renew_loop(), name="session-manager:renew")
+            await self.stopping.wait()
+            sweeper.cancel()
+            renewer.cancel()
+        await self._hand_over()
+
+    async def _sweep_loop(self) -> None:
         while True:
             self._wake.clear()
             try:
@@ -81,49 +131,156 @@ class SessionManager(Service):
                 pass
 
     async def sweep(self) -> int:
-        """Start an actor for every runnable session that has none. Returns how many."""
+        """Start an actor for every session placed here that has none, stop those placed
+        elsewhere or no longer wanted. Returns how many started."""
+        async with self._lock:
+            return await self._sweep()
+
+    async def _sweep(self) -> int:
         supervisor = self._supervisor()
         if supervisor is None:
             return 0
-        running = set(supervisor.names())
-        started = 0
-        rows = await sessions.list_runnable_all_users(self._pool)
-        wanted = {f"session:{row.id}" for row in rows}
-        for gone in running - wanted:  # deleted (or disabled) since: disconnect it
-            if gone.startswith("session:"):
-                log.info("session no longer wanted: stopping it", extra={"child": gone})
-                with contextlib.suppress(NoSuchChild):
-                    await supervisor.remove_child(gone)
-        for row in rows:
-            name = f"session:{row.id}"
-            if name in running:
-                continue
-            if len(supervisor) >= self._max:
-                log.warning("max_sessions reached", extra={"max_sessions": self._max})
+        rows = await sessions.runnable_all_users(self._pool)
+        epochs = {session_id: epoch for session_id, _, epoch in rows}
+        me = self._coord.instance_id
+        members = self._coord.members or [me]
+        mine = {s for s, owner in place(epochs, members, self._max).items() if owner == me}
+        if self._coord.mode == "redis" and not self._coord.up:
+            mine = set(self._held)  # no new leases while Redis is away; the deadline rules
+        running = {int(n.split(":", 1)[1]) for n in supervisor.names() if n.startswith("session:")}
+        for ended in set(self._held) - running:  # logged out: its lease is no longer needed
+            await self._release([ended])
+        await self._stop([s for s in running if s not in mine], "placed elsewhere or not wanted")
+        if len(epochs) > len(members) * self._max and me in members:
+            log.warning("max_sessions reached", extra={"max_sessions": self._max})
+        return await self._start(supervisor, sorted(mine - running), epochs)
+
+    async def _start(
+        self, supervisor: Supervisor, session_ids: list[int], floors: dict[int, int]
+    ) -> int:
+        """Lease, fence (one statement for all) and start these sessions; how many ran."""
+        leases: dict[int, _Held] = {}
+        for session_id in session_ids:
+            try:
+                lease = await self._coord.leases.acquire(session_id, floors[session_id])
+            except CoordinationUnavailable:
                 break
-            if row.credential is None:
-                continue
-            try:
-                credential = unseal(self._keyring, row.id, row.credential)
-            except DecryptError:
-                log.error("cannot decrypt the session's credential", extra={"session_id": row.id})
-                await sessions.set_state(self._pool, row.id, "bad_credentials", "undecryptable")
-                continue
-            spec = ChildSpec(
-                name,
-                self._factory(row.id, row.user_id, row.last_seq, credential),
-                restart=Restart.TRANSIENT,
-                shutdown_timeout=5.0,
-            )
-            try:
-                await supervisor.add_child(spec)
-            except (DuplicateChildError, SupervisorNotRunning):
+            if lease is not None:  # else: a peer still holds it, or Redis's grace period
+                leases[session_id] = _Held(lease, time.monotonic())
+        if not leases:
+            return 0
+        try:
+            rows = await sessions.fence(self._pool, {s: h.lease.epoch for s, h in leases.items()})
+        except BaseException:
+            await self._give_back(list(leases.values()))
+            raise
+        fenced = {row.id: row for row in rows}
+        stale = [h for s, h in leases.items() if s not in fenced]
+        if stale:
+            log.warning("stale lease epochs: giving them back", extra={"count": len(stale)})
+            await self._give_back(stale)
+        started = 0
+        for row in rows:
+            held = leases[row.id]
+            if row.credential is None or not await self._add(supervisor, row, held):
+                await self._give_back([held])
                 continue
             started += 1
         return started
 
+    async def _add(self, supervisor: Supervisor, row: sessions.SessionRow, held: _Held) -> bool:
+        assert row.credential is not None
+        try:
+            credential = unseal(self._keyring, row.id, row.credential)
+        except DecryptError:
+            log.error("cannot decrypt the session's credential", extra={"session_id": row.id})
+            await sessions.set_state(self._pool, row.id, "bad_credentials", "undecryptable")
+            return False
+        spec = ChildSpec(
+            f"session:{row.id}",
+            self._factory(row.id, row.user_id, row.last_seq, credential, held.lease.epoch),
+            restart=Restart.TRANSIENT,
+            shutdown_timeout=5.0,
+        )
+        self._held[row.id] = held
+        try:
+            await supervisor.add_child(spec)
+        except (DuplicateChildError, SupervisorNotRunning, ChildStartError):
+            del self._held[row.id]
+            return False
+        log.info("session placed here", extra={"session_id": row.id, "epoch": held.lease.epoch})
+        self._on_gained(row.id)
+        return True
+
+    async def _give_back(self, held: list[_Held]) -> None:
+        with contextlib.suppress(CoordinationUnavailable):
+            await self._coord.leases.release([h.lease for h in held])
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._coord.retry_s)
+            await self.renew()
+
+    async def renew(self) -> None:
+        """Renew every held lease; stop the actors whose lease is lost or past the renew
+        deadline."""
+        held = list(self._held.values())
+        if not held:
+            return
+        sent = time.monotonic()
+        lost: list[int] = []
+        try:
+            async with asyncio.timeout(self._coord.retry_s):
+                results = await self._coord.leases.renew([h.lease for h in held])
+        except (CoordinationUnavailable, TimeoutError):
+            results = None
+        answers: list[bool | None] = list(results) if results is not None else [None] * len(held)
+        for entry, ok in zip(held, answers, strict=True):
+            if ok:
+                entry.renewed_at = sent
+            elif ok is False:
+                lost.append(entry.lease.session_id)
+        deadline = time.monotonic() - self._coord.renew_deadline_s
+        late = [h.lease.session_id for h in held if h.renewed_at < deadline]
+        if lost:
+            log.warning("leases taken by another instance", extra={"sessions": lost})
+        if late:
+            log.warning("leases not renewed in time: disconnecting", extra={"sessions": late})
+        for session_id in lost + late:
+            self._held.pop(session_id, None)  # not ours to release any more
+        await self._stop(lost + late, "lease lost", release=False)
+
+    async def _stop(self, session_ids: list[int], why: str, *, release: bool = True) -> None:
+        """Stop these actors together, then (``release``) give their leases up."""
+        supervisor = self._supervisor()
+        if not session_ids or supervisor is None:
+            return
+        log.info("stopping sessions here", extra={"sessions": session_ids, "reason": why})
+
+        async def stop_one(session_id: int) -> None:
+            with contextlib.suppress(NoSuchChild):
+                await supervisor.remove_child(f"session:{session_id}")
+
+        async with asyncio.TaskGroup() as group:
+            for session_id in session_ids:
+                group.create_task(stop_one(session_id))
+        if release:
+            await self._release(session_ids)
+
+    async def _release(self, session_ids: list[int]) -> None:
+        await self._give_back([self._held.pop(s) for s in session_ids if s in self._held])
+
+    async def _hand_over(self) -> None:
+        """Leave, stop every actor, release the leases, tell the peers."""
+        with contextlib.suppress(CoordinationUnavailable):
+            await self._coord.membership.leave()
+        async with self._lock:
+            await self._stop(list(self._held), "shutting down")
+        if self._coord.mode == "redis":
+            await self._coord.bus.send(None, {"t": "sessions"})
+
     def _factory(
-        self, session_id: int, user_id: int, last_seq: int, credential: bytes
+        self, session_id: int, user_id: int, last_seq: int, credential: bytes, epoch: int
     ) -> Callable[[], SessionActor]:
         def build() -> SessionActor:
             return SessionActor(
@@ -137,6 +294,8 @@ class SessionManager(Service):
                 circuit_threshold=self._threshold,
                 retry_delay_s=self._retry_delay,
                 events=self._events,
+                epoch=epoch,
+                limiter=self._coord.limiter if self._coord.mode == "redis" else None,
             )
 
         return build

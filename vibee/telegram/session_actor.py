@@ -13,7 +13,10 @@ supervisor). It owns the account's gateway and:
   "typing", and waits out FloodWait / SlowModeWait before sending again — never dropping.
 
 Its state (connecting, connected, transient_disconnect, logged_out, bad_credentials) is
-written to the database and counted in ``vibee_sessions{state}``.
+written to the database and counted in ``vibee_sessions{state}``. With many instances the
+actor runs under a lease: its state writes carry the lease's epoch, and a write refused
+as stale (another instance took the session) ends the actor at once. The per-chat send
+limit then lives in Redis, so it holds across a hand-over too.
 """
 
 from __future__ import annotations
@@ -31,9 +34,12 @@ from prometheus_client import Counter, Gauge
 
 from vibee.automation.events import NO_EVENTS, EventSink
 from vibee.automation.events import event as new_event
+from vibee.coord.base import CoordinationUnavailable, RateLimiter
+from vibee.obs import tracing
 from vibee.obs.logging import bind
 from vibee.runtime import CircuitBreaker, CircuitOpenError, Service
 from vibee.store import DB_ERRORS, Executor, sessions
+from vibee.store.sessions import StaleEpoch
 from vibee.telegram.gateway import (
     Disconnected,
     FloodWait,
@@ -92,8 +98,12 @@ class SessionActor(Service):
         circuit_threshold: int = 5,
         retry_delay_s: float = 1.0,
         events: EventSink | None = None,
+        epoch: int | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         super().__init__(f"session:{session_id}")
+        self.epoch = epoch
+        self._shared_limiter = limiter
         self._events = events if events is not None else NO_EVENTS
         self.session_id = session_id
         self.user_id = user_id
@@ -124,6 +134,8 @@ class SessionActor(Service):
         with bind(session_id=self.session_id, user_id=self.user_id):
             try:
                 await self._connect_and_pump()
+            except StaleEpoch:
+                log.warning("another instance took this session: disconnecting")
             finally:
                 self.connected.clear()
                 SESSIONS.labels(self.state).dec()
@@ -170,7 +182,13 @@ class SessionActor(Service):
         """Feed updates to the sink. True when the session ended for good."""
         async for event in self._gateway.events():
             if isinstance(event, NewMessage):
-                await self._sink.deliver(Inbound(self.session_id, self.user_id, event))
+                with tracing.span(
+                    "telegram.update",
+                    session_id=self.session_id,
+                    chat=event.chat_id,
+                    message_id=event.message_id,
+                ):
+                    await self._sink.deliver(Inbound(self.session_id, self.user_id, event))
                 self._last_seq = max(self._last_seq, event.seq)
             elif isinstance(event, Disconnected):
                 self.connected.clear()
@@ -201,7 +219,7 @@ class SessionActor(Service):
             )
         self.state = state
         try:
-            await sessions.set_state(self._db, self.session_id, state, reason)
+            await sessions.set_state(self._db, self.session_id, state, reason, self.epoch)
         except DB_ERRORS as exc:
             # the database is down: the connection matters more than the state column
             log.warning("cannot record session state", extra={"error": repr(exc)})
@@ -233,6 +251,7 @@ class SessionActor(Service):
         this random_id was already sent. Waits out FloodWait/SlowModeWait (never drops);
         raises other GatewayErrors (the caller retries transient ones or dead-letters)."""
         while True:
+            await self._within_shared_limit(chat_id)
             async with self._limiter(chat_id):
                 try:
                     with self._breaker.guard(is_failure=_counts):
@@ -248,6 +267,21 @@ class SessionActor(Service):
                     )
                     wait = exc.seconds
             await asyncio.sleep(wait)
+
+    async def _within_shared_limit(self, chat_id: int) -> None:
+        """Wait until the chat's send limit shared by every instance allows a message
+        (Redis unreachable: the in-process limit alone applies)."""
+        if self._shared_limiter is None:
+            return
+        key = f"send:{self.session_id}:{chat_id}"
+        while True:
+            try:
+                decision = await self._shared_limiter.hit(key, self._per_chat, 60.0)
+            except CoordinationUnavailable:
+                return
+            if decision.allowed:
+                return
+            await asyncio.sleep(decision.retry_after_s)
 
 
 def _counts(error: BaseException) -> bool:

@@ -1,0 +1,140 @@
+"""Three `vibee run` instances, one Postgres, one redis-server, the sim: 300 accounts.
+
+What must hold throughout, checked by the sim itself: no account ever has two
+connections (``max_connections_per_account`` stays 1), every message is answered exactly
+once, nothing is lost — when an instance is killed, stopped, or Redis restarts empty.
+Timings here are generous bounds; the measured figures are `scripts/bench failover`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+
+from tests.integration.cluster.harness import (
+    LEASE_S,
+    Cluster,
+    RedisProcess,
+    all_done,
+    answered_exactly_once,
+    wait_until,
+)
+from tests.integration.telegram.world import SimWorld
+
+ACCOUNTS = 300
+PER_CHAT = 2
+
+
+@pytest.fixture
+def redis_process() -> Iterator[RedisProcess]:
+    redis = RedisProcess()
+    yield redis
+    redis.kill()
+
+
+@pytest.fixture
+async def cluster(
+    clean_env: Path,
+    empty_db_url: str,
+    sim_world: SimWorld,
+    sim_llm: str,
+    redis_process: RedisProcess,
+) -> AsyncIterator[tuple[Cluster, asyncpg.Pool]]:
+    """Three instances running the 300 accounts, each connected exactly once."""
+    cluster = Cluster(empty_db_url, sim_world, redis_process, sim_llm, clean_env.parent)
+    first = cluster.start("a")  # migrates the empty database
+    first.wait_for("vibee ready")
+    pool = await asyncpg.create_pool(empty_db_url, min_size=1, max_size=4)
+    assert pool is not None
+    try:
+        await cluster.add_accounts(pool, ACCOUNTS)
+        for name in ("b", "c"):
+            cluster.start(name)
+        for daemon in cluster.instances.values():
+            daemon.wait_for("vibee ready")
+        await wait_until(lambda: _balanced(cluster), timeout=60)
+        yield cluster, pool
+    finally:
+        cluster.stop_all()
+        await pool.close()
+
+
+async def test_kill_9_moves_sessions_and_answers_each_message_once(
+    cluster: tuple[Cluster, asyncpg.Pool],
+) -> None:
+    nodes, pool = cluster
+    victim = set(nodes.owned()["a"])
+    await nodes.burst(1, "first")
+    await wait_until(lambda: _stored(pool, ACCOUNTS // 3), timeout=30, interval=0.02)
+    nodes.kill("a")  # mid-burst, no goodbye
+    await nodes.burst(PER_CHAT - 1, "second")
+    await wait_until(
+        lambda: victim <= set().union(*nodes.owned().values()), timeout=LEASE_S + 3 + 10
+    )
+    await wait_until(lambda: all_done(pool, ACCOUNTS * PER_CHAT), timeout=90)
+    await answered_exactly_once(pool, nodes, PER_CHAT)
+
+
+async def test_sigterm_hands_sessions_over(cluster: tuple[Cluster, asyncpg.Pool]) -> None:
+    nodes, pool = cluster
+    leaving = set(nodes.owned()["b"])
+    nodes.terminate("b")
+    nodes.instances["b"].proc.wait(timeout=30)
+    assert nodes.instances["b"].proc.returncode == 0
+    await wait_until(lambda: leaving <= set().union(*nodes.owned().values()), timeout=10)
+    assert nodes.all_connected_once()
+    await nodes.burst(PER_CHAT, "after")
+    await wait_until(lambda: all_done(pool, ACCOUNTS * PER_CHAT), timeout=90)
+    await answered_exactly_once(pool, nodes, PER_CHAT)
+
+
+async def test_redis_restarting_empty_mid_burst_doubles_and_loses_nothing(
+    cluster: tuple[Cluster, asyncpg.Pool],
+) -> None:
+    nodes, pool = cluster
+    await nodes.burst(1, "first")
+    nodes.redis.kill()  # every lease, epoch counter and member forgotten
+    await nodes.burst(PER_CHAT - 1, "second")
+    nodes.redis.start()
+    await wait_until(nodes.all_connected_once, timeout=60)
+    await wait_until(lambda: all_done(pool, ACCOUNTS * PER_CHAT), timeout=90)
+    await answered_exactly_once(pool, nodes, PER_CHAT)
+
+
+async def test_the_per_user_api_limit_holds_across_instances(
+    cluster: tuple[Cluster, asyncpg.Pool],
+) -> None:
+    nodes, _ = cluster
+    ports = [int(str(d.wait_for("api listening")["port"])) for d in nodes.instances.values()]
+    async with aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{ports[0]}/api/v1"
+        body = {"username": "limited", "password": "a long enough password"}
+        async with http.post(f"{base}/auth/register", json=body) as response:
+            assert response.status == 201, await response.text()
+        async with http.post(f"{base}/auth/login", json=body) as response:
+            token = (await response.json())["access_token"]
+        statuses: list[int] = []
+        for n in range(150):  # spread over the three instances
+            port = ports[n % 3]
+            async with http.get(
+                f"http://127.0.0.1:{port}/api/v1/users/me",
+                headers={"Authorization": f"Bearer {token}"},
+            ) as response:
+                statuses.append(response.status)
+    assert statuses.count(200) == 100, statuses  # the free tier's 100 per minute, not 300
+    assert statuses.count(429) == 50
+
+
+async def _stored(pool: asyncpg.Pool, n: int) -> bool:
+    value = await pool.fetchval("SELECT count(*) FROM messages WHERE direction = 'in'")
+    return bool(value >= n)
+
+
+def _balanced(cluster: Cluster) -> bool:
+    """Every account connected once, and every instance running some of them."""
+    owned = cluster.owned()
+    return cluster.all_connected_once() and len(owned) == 3 and all(owned.values())
