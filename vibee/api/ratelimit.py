@@ -25,10 +25,10 @@ from enum import StrEnum
 
 from aiohttp import web
 
-from vibee.api.errors import RateLimited
+from vibee.api.errors import RateLimited, Unavailable
 from vibee.api.metrics import RATE_LIMITED
 from vibee.api.tiers import Tiers
-from vibee.coord.base import Decision, RateLimiter
+from vibee.coord.base import CoordinationUnavailable, Decision, RateLimiter
 from vibee.store.users import AuthState
 
 PERIOD_S = 60.0
@@ -106,7 +106,15 @@ class RateLimits:
         else:
             per_minute = self._per_ip[limit]
             key = _PREFIX[limit] + client_address(request)
-        decision = await self._limiter.hit(key, per_minute, PERIOD_S)
+        try:
+            decision = await self._limiter.hit(key, per_minute, PERIOD_S)
+        except CoordinationUnavailable:
+            # the limit is shared by every instance: none may decide it alone
+            raise Unavailable(
+                "the instances cannot share rate limits now (Redis does not answer); "
+                "retry shortly",
+                title="Coordination unavailable",
+            ) from None
         found = headers(decision)
         if not decision.allowed:
             RATE_LIMITED.labels(limit.value).inc()

@@ -96,13 +96,24 @@ async def test_redis_restarting_empty_mid_burst_doubles_and_loses_nothing(
     cluster: tuple[Cluster, asyncpg.Pool],
 ) -> None:
     nodes, pool = cluster
-    await nodes.burst(1, "first")
-    nodes.redis.kill()  # every lease, epoch counter and member forgotten
-    await nodes.burst(PER_CHAT - 1, "second")
-    nodes.redis.start()
-    await wait_until(nodes.all_connected_once, timeout=60)
-    await wait_until(lambda: all_done(pool, ACCOUNTS * PER_CHAT), timeout=90)
-    await answered_exactly_once(pool, nodes, PER_CHAT)
+    api = f"http://127.0.0.1:{nodes.instances['c'].wait_for('api listening')['port']}/api/v1"
+    async with aiohttp.ClientSession() as http:
+        token = await _token(http, api, "during-outage")
+        me = {"Authorization": f"Bearer {token}"}
+        await nodes.burst(1, "first")
+        nodes.redis.kill()  # every lease, epoch counter and member forgotten
+        await nodes.burst(PER_CHAT - 1, "second")
+        async with http.get(f"{api}/users/me", headers=me) as response:
+            assert response.status == 503  # the per-user limit cannot be shared now
+            assert (await response.json())["title"] == "Coordination unavailable"
+        # past the renew deadline every session is disconnected, before its lease ends
+        await wait_until(lambda: not any(nodes.owned().values()), timeout=LEASE_S + 2)
+        nodes.redis.start()
+        await wait_until(nodes.all_connected_once, timeout=60)
+        await wait_until(lambda: all_done(pool, ACCOUNTS * PER_CHAT), timeout=90)
+        await answered_exactly_once(pool, nodes, PER_CHAT)
+        async with http.get(f"{api}/users/me", headers=me) as response:
+            assert response.status == 200
 
 
 async def test_the_per_user_api_limit_holds_across_instances(
@@ -111,12 +122,7 @@ async def test_the_per_user_api_limit_holds_across_instances(
     nodes, _ = cluster
     ports = [int(str(d.wait_for("api listening")["port"])) for d in nodes.instances.values()]
     async with aiohttp.ClientSession() as http:
-        base = f"http://127.0.0.1:{ports[0]}/api/v1"
-        body = {"username": "limited", "password": "a long enough password"}
-        async with http.post(f"{base}/auth/register", json=body) as response:
-            assert response.status == 201, await response.text()
-        async with http.post(f"{base}/auth/login", json=body) as response:
-            token = (await response.json())["access_token"]
+        token = await _token(http, f"http://127.0.0.1:{ports[0]}/api/v1", "limited")
         statuses: list[int] = []
         for n in range(150):  # spread over the three instances
             port = ports[n % 3]
@@ -127,6 +133,14 @@ async def test_the_per_user_api_limit_holds_across_instances(
                 statuses.append(response.status)
     assert statuses.count(200) == 100, statuses  # the free tier's 100 per minute, not 300
     assert statuses.count(429) == 50
+
+
+async def _token(http: aiohttp.ClientSession, api: str, username: str) -> str:
+    body = {"username": username, "password": "a long enough password"}
+    async with http.post(f"{api}/auth/register", json=body) as response:
+        assert response.status == 201, await response.text()
+    async with http.post(f"{api}/auth/login", json=body) as response:
+        return str((await response.json())["access_token"])
 
 
 async def _stored(pool: asyncpg.Pool, n: int) -> bool:
