@@ -144,6 +144,7 @@ async def bench(url: str, n: int, per_account: int, idle_s: float) -> dict[str, 
             task.cancel()
         await asyncio.wait(consumers)
         assert all(count == expected for count in received)
+        with_consumer_kib = (with_consumers - baseline) / n / 1024
         return {
             "accounts": n,
             "setup_s": round(setup_s, 2),
@@ -151,9 +152,7 @@ async def bench(url: str, n: int, per_account: int, idle_s: float) -> dict[str, 
             "connects_per_s": round(n / connect_s),
             "rss_baseline_mib": round(baseline / 2**20, 1),
             "rss_per_idle_gateway_kib": round((with_gateways - baseline) / n / 1024, 2),
-            "rss_per_idle_gateway_with_consumer_task_kib": round(
-                (with_consumers - baseline) / n / 1024, 2
-            ),
+            "rss_per_idle_gateway_with_consumer_task_kib": round(with_consumer_kib, 2),
             "idle_cpu_percent_of_one_core": round(idle_cpu * 100, 2),
             "burst_messages": n * expected,
             "burst_inject_s": round(inject_s, 3),
@@ -164,6 +163,10 @@ async def bench(url: str, n: int, per_account: int, idle_s: float) -> dict[str, 
             "sim_transports": stats["transports"],
             "sim_updates_delivered_in_burst": stats["updates_delivered"]
             - stats_before["updates_delivered"],
+            "targets": {
+                "rss_per_idle_gateway_with_consumer_task<=20KiB": with_consumer_kib <= 20,
+                "max_connections_per_account==1": stats["max_connections_per_account"] == 1,
+            },
         }
 
 
