@@ -11,6 +11,8 @@ The tree as it stands (children a later capability fills in are absent, not fake
     ├── pipeline            policy → context → AI → outbox → send; recovery and sweep
     ├── sessions            one_for_one, dynamic: session:<id> per Telegram account
     ├── session-manager     places sessions, holds their leases, starts their actors
+    ├── qr-logins           QR logins begun over the API, waiting for their scan
+    ├── history-jobs        history imports asked over the API, through the live actors
     ├── api                 the public REST API on server.host:server.port
     ├── admin               health, readiness, metrics, /admin/sessions, /admin/users/…/tier
     └── watchdog            systemd WATCHDOG=1 while the tree is healthy (transient: absent
@@ -40,6 +42,7 @@ from vibee.ai.service import build_embeddings, build_router
 from vibee.api.admin_routes import tier_routes
 from vibee.api.app import CONTEXT, ApiService, build_api_app, settings_from_config
 from vibee.automation.events import EventBus
+from vibee.automation.history_jobs import HistoryJobs
 from vibee.automation.ingest import Ingest
 from vibee.automation.pipeline import Pipeline
 from vibee.automation.rag import Rag
@@ -170,6 +173,7 @@ class _Current:
         self.manager: SessionManager | None = None
         self.qr: QrLogins | None = None
         self.events = EventBus()
+        self.history: HistoryJobs | None = None
 
     def notify(self, keys: set[tuple[int, int]]) -> None:
         """Tell the pipeline which chats got new messages."""
@@ -188,6 +192,8 @@ class _Current:
     def on_bus(self, message: Message) -> None:
         """A notice from another instance (or from this one, looped back)."""
         kind = message.get("t")
+        if kind in ("history", "resync") and self.history is not None:
+            self.history.wake()  # a history import was queued: claim it if the session is here
         if kind in ("sessions", "resync") and self.manager is not None:
             self.manager.wake()
         if kind == "resync" and self.pipeline is not None:
@@ -327,6 +333,21 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
         assert gateways is not None
         return LoginFlow(conn, secrets.keyring("session_keys"), gateways, authorized)
 
+    def history_jobs() -> HistoryJobs:
+        current.history = HistoryJobs(
+            db.pool,
+            lambda: current.sessions,
+            rag=lambda: current.ai.rag if current.ai is not None else None,
+            events=current.events,
+            instance=coord.instance_id,
+        )
+        return current.history
+
+    async def history_queued() -> None:
+        # tell every instance (this one at once): the one running the session claims it;
+        # if Redis loses the notice, the history-jobs poll finds the job within seconds
+        await coord.bus.send(None, {"t": "history"})
+
     api_settings = settings_from_config(config)
     api_app = build_api_app(
         api_settings,
@@ -335,6 +356,7 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
         coord.limiter,
         login=login if gateways is not None else None,
         qr=lambda: current.qr,
+        history=history_queued,
         events=current.events,
     )
     token = secrets.get("admin_token")
@@ -367,6 +389,9 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
             return current.qr
 
         children.append(ChildSpec("qr-logins", qr_logins, shutdown_timeout=5))
+        # after the sessions and their manager: it stops first, putting its jobs back in
+        # the queue while the sessions still run (the next owner resumes them)
+        children.append(ChildSpec("history-jobs", history_jobs, shutdown_timeout=5))
     root = Supervisor(
         "root",
         [

@@ -28,6 +28,7 @@ from vibee.api.metrics import HttpMetrics
 from vibee.api.ratelimit import RateLimits
 from vibee.api.routes import all_routes, chats, params, telegram
 from vibee.api.routes import events as event_routes
+from vibee.api.routes import history as history_routes
 from vibee.api.routes.meta import openapi_route
 from vibee.api.routing import Route, edge, wrap
 from vibee.api.tiers import TierLimits, Tiers
@@ -79,13 +80,15 @@ def build_api_app(
     login: telegram.LoginFlowFactory | None = None,
     qr: telegram.QrSource = lambda: None,
     events: EventBus | None = None,
+    history: history_routes.Wake = history_routes.no_wake,
 ) -> web.Application:
     """The public API application. ``pool`` returns the open asyncpg pool when called (it
     is called per request, so the pool may be opened after the app is built). ``login``
     builds the Telegram login flow (None: the login routes answer 503); ``qr`` gives the
     pending QR logins of this instance (None: the QR routes answer 503). ``events`` is the bus
     the WebSocket of ``GET /api/v1/events`` subscribes to (None: a bus of its own, which
-    nothing else publishes to)."""
+    nothing else publishes to). ``history`` is awaited when a history import was queued, to wake
+    the history-jobs children (the default does nothing: their poll finds the job)."""
     access = AccessTokens(keyring, settings.access_token_ttl_s, clock=clock)
     cache = UserCache(settings.user_cache_ttl_s)
     ctx = ApiContext(
@@ -103,9 +106,17 @@ def build_api_app(
         hashing=HashGate(settings.hash_slots, settings.hash_queue),
         events=events if events is not None else EventBus(),
     )
-    table = [*all_routes(), *telegram.routes(login, qr), *chats.routes(), *event_routes.routes()]
+    table = [
+        *all_routes(),
+        *telegram.routes(login, qr),
+        *history_routes.routes(history),
+        *chats.routes(),
+        *event_routes.routes(),
+    ]
     document = openapi.document([*table, openapi_route(b"")], __version__)
-    params.annotate(document, (telegram.PARAMS, chats.PARAMS, event_routes.PARAMS))
+    params.annotate(
+        document, (telegram.PARAMS, history_routes.PARAMS, chats.PARAMS, event_routes.PARAMS)
+    )
     table.append(openapi_route(orjson.dumps(document)))
     app = web.Application(
         middlewares=[edge(HttpMetrics())], client_max_size=settings.max_body_bytes

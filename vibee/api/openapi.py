@@ -90,7 +90,7 @@ def _operation(route: Route, refs: Mapping[tuple[Any, Mode], Any]) -> dict[str, 
     }
     if route.body is not None:
         operation["requestBody"] = {
-            "required": True,
+            "required": route.body_required,
             "content": {"application/json": {"schema": refs[(route.body, "validation")]}},
         }
     return operation

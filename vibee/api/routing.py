@@ -53,7 +53,8 @@ class Route:
 
     ``errors`` lists the statuses the handler itself may answer besides ``ok``; the ones
     that follow from the declaration (401/403 for ``auth``, 429 for ``limits``, 400, 413,
-    415 and 422 for ``body``, 503 for ``db``) are added by :meth:`statuses`.
+    415 and 422 for ``body``, 503 for ``db``) are added by :meth:`statuses`. With
+    ``body_required`` False, a request without a body gets the ``body`` model's defaults.
     """
 
     method: str
@@ -70,6 +71,7 @@ class Route:
     errors: tuple[int, ...] = ()
     db: bool = True
     content_type: str = JSON
+    body_required: bool = True
 
     def statuses(self) -> list[int]:
         """Every status this route can answer, sorted."""
@@ -132,8 +134,13 @@ def _describe(errors: list[pydantic_core.ErrorDetails]) -> list[dict[str, str]]:
     return described
 
 
-async def read_body(request: web.Request, model: type[M], max_bytes: int) -> M:
-    """The request body validated as ``model``. Raises InvalidBody (400/413/415/422)."""
+async def read_body(
+    request: web.Request, model: type[M], max_bytes: int, *, required: bool = True
+) -> M:
+    """The request body validated as ``model``. Raises InvalidBody (400/413/415/422). Not
+    ``required``: no body at all (or only whitespace) is ``model``'s defaults."""
+    if not required and not request.body_exists:
+        return model()
     ctype = request.content_type
     if ctype != JSON and not (ctype.startswith("application/") and ctype.endswith("+json")):
         raise InvalidBody(415, "send the body as application/json", title="Unsupported media type")
@@ -147,6 +154,8 @@ async def read_body(request: web.Request, model: type[M], max_bytes: int) -> M:
             413, f"the body may hold at most {max_bytes} bytes", title="Too large"
         ) from None
     if not raw.strip():
+        if not required:
+            return model()
         raise InvalidBody(400, "the request body is empty", title="Malformed JSON")
     try:
         return model.model_validate_json(raw)
@@ -173,7 +182,11 @@ def wrap(route: Route, ctx: ApiContext) -> Callable[[web.Request], Awaitable[web
             if limit_headers is None:
                 limit_headers = found
         try:
-            body = await read_body(request, route.body, max_bytes) if route.body else None
+            body = (
+                await read_body(request, route.body, max_bytes, required=route.body_required)
+                if route.body
+                else None
+            )
             response = await route.handler(Call(request, ctx, state, body))
         except ApiError as exc:
             if limit_headers:

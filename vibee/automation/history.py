@@ -8,6 +8,10 @@ table: a chat's import continues below the oldest message already imported into 
 messages arrive through live updates). Broadcast channels are skipped unless asked for by
 id; a FloodWait is waited out (up to ``MAX_FLOOD_WAIT_S``). Afterwards the owner's messages
 can be embedded (``rag.index_pending``).
+
+``vibee history import`` runs it on a connection of its own (the session must not be
+running); the API's import call runs it as a job through the live session actor's
+gateway (:mod:`vibee.automation.history_jobs`).
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+import asyncpg
+
 from vibee.automation.rag import Rag
-from vibee.store import Conn
+from vibee.store import Executor
 from vibee.store import embeddings as store
 from vibee.store.inbox import FLAG_CHANNEL, FLAG_GROUP, FLAG_OUTGOING, InboxRow
 from vibee.telegram.gateway import ChatType, Dialog, FloodWait, Gateway, Message
@@ -75,11 +81,15 @@ def to_row(user_id: int, session_id: int, dialog: Dialog, m: Message) -> InboxRo
 
 
 class HistoryImport:
-    """Imports one session's history through its (connected) gateway."""
+    """Imports one session's history through its (connected) gateway.
+
+    ``conn`` is a connection (the CLI) or a pool (the daemon's import jobs: a connection
+    is borrowed per page, never held while Telegram is asked or a FloodWait waited out).
+    """
 
     def __init__(
         self,
-        conn: Conn,
+        conn: Executor,
         gateway: Gateway,
         user_id: int,
         session_id: int,
@@ -129,13 +139,19 @@ class HistoryImport:
             if not page:
                 break
             rows = [to_row(self.user_id, self.session_id, dialog, m) for m in page]
-            stored += await store.store_history(self.conn, rows)
+            stored += await self._store(rows)
             count += len(page)
             before_id = min(m.message_id for m in page)
             if len(page) < size:
                 break
         log.info("history: chat %s: %d new messages", dialog.chat_id, stored)
         return stored
+
+    async def _store(self, rows: list[InboxRow]) -> int:
+        if isinstance(self.conn, asyncpg.Pool):
+            async with self.conn.acquire() as conn:
+                return await store.store_history(conn, rows)
+        return await store.store_history(self.conn, rows)
 
     async def _page(self, chat_id: int, size: int, before_id: int | None) -> list[Message]:
         waits = 0

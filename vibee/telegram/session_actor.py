@@ -127,6 +127,11 @@ class SessionActor(Service):
         self.connected_at: datetime | None = None
         """When this actor first connected: older messages fetched now are backlog."""
 
+    @property
+    def gateway(self) -> Gateway:
+        """The account's live connection (a history import borrows it: Telegram allows one)."""
+        return self._gateway
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def run(self) -> None:

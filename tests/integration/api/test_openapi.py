@@ -97,6 +97,8 @@ async def test_walk_every_documented_operation(api: Client) -> None:
         "GET /api/v1/sessions": 200,
         "GET /api/v1/sessions/{id}": 404,
         "DELETE /api/v1/sessions/{id}": 404,
+        "POST /api/v1/sessions/{id}/history/import": 404,
+        "GET /api/v1/sessions/{id}/history/import": 404,
         "GET /api/v1/chats": 200,
         "GET /api/v1/chats/{id}/messages": 404,
         "GET /api/v1/chats/{id}/config": 404,

@@ -19,19 +19,26 @@ from tests.integration.api.conftest import (
 from vibee.api.app import ROUTES
 
 
-async def body_routes(api: Client) -> list[tuple[str, str, dict[str, str]]]:
-    """Every route with a body, with the headers that get it past authentication."""
+async def body_routes(api: Client) -> list[tuple[str, str, dict[str, str], bool]]:
+    """Every route with a body, with the headers that get it past authentication, and
+    whether the body is required."""
     pair = (await register(api, "alice"))["tokens"]
     routes = [r for r in app_of(api)[ROUTES] if r.body is not None]
-    assert len(routes) == 12
-    return [(r.method, r.path, bearer(pair["access_token"]) if r.auth else {}) for r in routes]
+    assert len(routes) == 13
+    assert [r.name for r in routes if not r.body_required] == ["start_history_import"]
+    return [
+        (r.method, r.path, bearer(pair["access_token"]) if r.auth else {}, r.body_required)
+        for r in routes
+    ]
 
 
 async def test_every_body_route_rejects_bad_bodies(api: Client) -> None:
-    for method, path, headers in await body_routes(api):
+    for method, path, headers, required in await body_routes(api):
+        # an optional body left out is the defaults: the handler answers (404: no such id)
+        empty = 400 if required else 404
         cases: list[tuple[Any, dict[str, str], int]] = [
             (b'{"username": ', {"Content-Type": "application/json"}, 400),
-            (b"", {"Content-Type": "application/json"}, 400),
+            (b"", {"Content-Type": "application/json"}, empty),
             (b"\xff\xfe", {"Content-Type": "application/json"}, 400),
             (b"{}", {"Content-Type": "text/plain"}, 415),
             (b"{}", {}, 415),

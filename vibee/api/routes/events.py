@@ -126,7 +126,8 @@ def routes() -> list[Route]:
             "Real-time events over a WebSocket (101 Switching Protocols). Send the access "
             "token as the `access_token` query parameter or as the subprotocol "
             "`bearer.<token>`; each event is a JSON text frame with `type` "
-            "(message.received, reply.sent, lead, session.state, quota.exhausted), `ts` "
+            "(message.received, reply.sent, lead, session.state, quota.exhausted, "
+            "history.progress, history.done, history.failed), `ts` "
             "and its fields. A client that reads too slowly is closed with code 4008.",
             "events",
             ok=101,
