@@ -49,6 +49,7 @@ from vibee.automation.rag import Rag
 from vibee.config import Config
 from vibee.coord.bus import Message
 from vibee.coord.coordinator import Coordinator, CoordinatorService
+from vibee.coord.notices import BusNotices
 from vibee.obs import logging as vlog
 from vibee.obs import tracing
 from vibee.runtime import (
@@ -248,6 +249,7 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
             rag=lambda: current.ai.rag if current.ai is not None else None,
             worker_count=config.workers.worker_count,
             max_retries=config.workers.max_retries,
+            sweep_s=config.workers.sweep_s,
             events=current.events,
         )
         return current.pipeline
@@ -325,9 +327,10 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
             current.pipeline.wake()
         return json_response({"id": letter_id, "done": request.match_info["action"]})
 
+    notices = BusNotices(coord)
+
     async def authorized(_session_id: int) -> None:
-        if current.manager is not None:
-            current.manager.wake()  # start its session actor now, not at the next sweep
+        await notices.sessions_changed()  # its instance starts the actor now, not at a sweep
 
     def login(conn: Executor) -> LoginFlow:
         assert gateways is not None
@@ -358,6 +361,7 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
         qr=lambda: current.qr,
         history=history_queued,
         events=current.events,
+        notices=notices,
     )
     token = secrets.get("admin_token")
     admin_app = build_admin_app(

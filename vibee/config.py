@@ -261,6 +261,7 @@ class WorkersConfig(_Section):
     queue_size: int = Field(10_000, gt=0)
     timeout_ms: int = Field(30000, gt=0)
     max_retries: int = Field(3, ge=0)
+    sweep_s: float = Field(5.0, gt=0)
 
 
 class SecurityConfig(_Section):

@@ -35,6 +35,7 @@ from vibee.api.tiers import TierLimits, Tiers
 from vibee.automation.events import EventBus
 from vibee.config import Config
 from vibee.coord.base import RateLimiter
+from vibee.coord.notices import NoNotices, Notices
 from vibee.secrets import Keyring
 from vibee.store import DB_ERRORS, tokens
 from vibee.store.db import DatabaseError
@@ -81,6 +82,7 @@ def build_api_app(
     qr: telegram.QrSource = lambda: None,
     events: EventBus | None = None,
     history: history_routes.Wake = history_routes.no_wake,
+    notices: Notices | None = None,
 ) -> web.Application:
     """The public API application. ``pool`` returns the open asyncpg pool when called (it
     is called per request, so the pool may be opened after the app is built). ``login``
@@ -88,7 +90,8 @@ def build_api_app(
     pending QR logins of this instance (None: the QR routes answer 503). ``events`` is the bus
     the WebSocket of ``GET /api/v1/events`` subscribes to (None: a bus of its own, which
     nothing else publishes to). ``history`` is awaited when a history import was queued, to wake
-    the history-jobs children (the default does nothing: their poll finds the job)."""
+    the history-jobs children (the default does nothing: their poll finds the job). ``notices``
+    tell the instances what the API changed (None: nobody, their sweeps find it)."""
     access = AccessTokens(keyring, settings.access_token_ttl_s, clock=clock)
     cache = UserCache(settings.user_cache_ttl_s)
     ctx = ApiContext(
@@ -105,6 +108,7 @@ def build_api_app(
         ),
         hashing=HashGate(settings.hash_slots, settings.hash_queue),
         events=events if events is not None else EventBus(),
+        notices=notices if notices is not None else NoNotices(),
     )
     table = [
         *all_routes(),

@@ -9,6 +9,7 @@ from vibee.api.auth import Authenticator, HashGate, PoolSource, UserCache
 from vibee.api.ratelimit import RateLimits
 from vibee.api.tiers import Tiers
 from vibee.automation.events import EventBus
+from vibee.coord.notices import NoNotices, Notices
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,7 @@ class ApiContext:
     limits: RateLimits
     hashing: HashGate
     events: EventBus = field(default_factory=EventBus)
+    notices: Notices = field(default_factory=NoNotices)
 
     @property
     def tiers(self) -> Tiers:

@@ -130,15 +130,19 @@ class Cluster:
             "VIBEE_AI_OPENAI_API_KEY": "sk-test",
             "VIBEE_AI__CACHE_TTL_S": "0",
             "VIBEE_WORKERS__WORKER_COUNT": "32",
+            # long sweeps: work must be found through the notices (bus, lease gained)
+            "VIBEE_WORKERS__SWEEP_S": "30",
             **extra,
         }
 
-    async def add_accounts(self, pool: asyncpg.Pool, n: int) -> None:
-        """``n`` accounts of one VIBEE user, each with a twin chat with the friend."""
-        user = await pool.fetchval(
-            "INSERT INTO users (username, password_hash) VALUES ($1, 'x') RETURNING id",
-            f"owner{len(self.accounts)}",
-        )
+    async def add_accounts(self, pool: asyncpg.Pool, n: int, user: int | None = None) -> None:
+        """``n`` accounts of one VIBEE user (a new one unless given), each with a twin
+        chat with the friend."""
+        if user is None:
+            user = await pool.fetchval(
+                "INSERT INTO users (username, password_hash) VALUES ($1, 'x') RETURNING id",
+                f"owner{len(self.accounts)}",
+            )
         if not self.friend:
             self.friend = (await self.sim.user())[0]
         for _ in range(n):

@@ -135,6 +135,39 @@ async def test_the_per_user_api_limit_holds_across_instances(
     assert statuses.count(429) == 50
 
 
+async def test_a_send_through_any_instance_is_sent_by_the_owner(
+    cluster: tuple[Cluster, asyncpg.Pool],
+) -> None:
+    nodes, pool = cluster
+    apis = {
+        name: f"http://127.0.0.1:{d.wait_for('api listening')['port']}/api/v1"
+        for name, d in nodes.instances.items()
+    }
+    async with aiohttp.ClientSession() as http:
+        token = await _token(http, apis["a"], "sender")
+        auth = {"Authorization": f"Bearer {token}"}
+        async with http.get(f"{apis['a']}/users/me", headers=auth) as response:
+            user_id = (await response.json())["id"]
+        await nodes.add_accounts(pool, 1, user=user_id)
+        account = nodes.accounts[-1]
+        await wait_until(nodes.all_connected_once, timeout=30)
+        owner = next(n for n, ids in nodes.owned().items() if account.session_id in ids)
+        other = next(n for n in apis if n != owner)
+        async with http.get(f"{apis[other]}/chats", headers=auth) as response:
+            chat_id = (await response.json())["chats"][0]["id"]
+        async with http.post(
+            f"{apis[other]}/chats/{chat_id}/send", headers=auth, json={"text": "routed"}
+        ) as response:
+            assert response.status == 202, await response.text()
+
+    async def arrived() -> bool:
+        transcript = await nodes.sim.transcript(account.chat)
+        return any(m["text"] == "routed" for m in transcript)
+
+    # the pipeline's sweep is 30 s here: only the notice to the owner delivers it sooner
+    await wait_until(arrived, timeout=10)
+
+
 async def _token(http: aiohttp.ClientSession, api: str, username: str) -> str:
     body = {"username": username, "password": "a long enough password"}
     async with http.post(f"{api}/auth/register", json=body) as response:

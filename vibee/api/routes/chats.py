@@ -180,6 +180,7 @@ async def put_config(call: Call) -> web.Response:
         )
     except LookupError:
         raise NotFound(f"no chat {chat.id}") from None
+    await call.ctx.notices.user_changed(call.user.id)
     return await _effective(call, chat)
 
 
@@ -193,6 +194,8 @@ async def send(call: Call) -> web.Response:
         )
     except chats.ChatNotFound:
         raise NotFound(f"no chat {chat_id}") from None
+    chat = await _chat(call)
+    await call.ctx.notices.chat_has_work(chat.session_id, chat.tg_chat_id)
     return json_response(SendAccepted(id=outbox_id), 202)
 
 
@@ -215,6 +218,7 @@ async def put_persona(call: Call) -> web.Response:
     await chats.set_persona(
         call.ctx.pool(), call.user.id, body.name, body.bio, body.style_rules, body.examples
     )
+    await call.ctx.notices.user_changed(call.user.id)
     return await get_persona(call)
 
 

@@ -226,6 +226,7 @@ async def delete_session(call: Call) -> web.Response:
     session_id = path_id(call, "session")
     if not await sessions.delete(call.ctx.pool(), call.user.id, session_id):
         raise NotFound(f"no session {session_id}")
+    await call.ctx.notices.sessions_changed()  # its instance disconnects it now
     return web.Response(status=204)
 
 
