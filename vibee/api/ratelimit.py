@@ -111,8 +111,7 @@ class RateLimits:
         except CoordinationUnavailable:
             # the limit is shared by every instance: none may decide it alone
             raise Unavailable(
-                "the instances cannot share rate limits now (Redis does not answer); "
-                "retry shortly",
+                "the instances cannot share rate limits now (Redis does not answer); retry shortly",
                 title="Coordination unavailable",
             ) from None
         found = headers(decision)
