@@ -6,6 +6,7 @@ The tree as it stands (children a later capability fills in are absent, not fake
     ├── infra (rest_for_one)
     │   ├── database        the pool; starts the embedded Postgres when no URL is set
     │   └── coordinator     heartbeats and the bus (Redis with many instances; local else)
+    ├── events-relay        forwards events to the instances holding the users' sockets
     ├── ai                  the router: providers, breakers, cache, quota, moderation
     ├── ingest              new messages from every session, stored in batches
     ├── pipeline            policy → context → AI → outbox → send; recovery and sweep
@@ -41,7 +42,7 @@ from vibee.ai.router import Router
 from vibee.ai.service import build_embeddings, build_router
 from vibee.api.admin_routes import tier_routes
 from vibee.api.app import CONTEXT, ApiService, build_api_app, settings_from_config
-from vibee.automation.events import EventBus
+from vibee.automation.events import EventBus, EventSink
 from vibee.automation.history_jobs import HistoryJobs
 from vibee.automation.ingest import Ingest
 from vibee.automation.pipeline import Pipeline
@@ -49,6 +50,7 @@ from vibee.automation.rag import Rag
 from vibee.config import Config
 from vibee.coord.bus import Message
 from vibee.coord.coordinator import Coordinator, CoordinatorService
+from vibee.coord.events import EventRelay
 from vibee.coord.notices import BusNotices
 from vibee.obs import logging as vlog
 from vibee.obs import tracing
@@ -217,7 +219,14 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
     readiness = Readiness()
     current = _Current()
     coord = Coordinator.from_config(config.redis, config.ai.cache_max_entries)
-    coord.bus.on_message(current.on_bus)
+    relay = EventRelay(current.events, coord)
+    sink: EventSink = relay if coord.mode == "redis" else current.events
+
+    def on_bus(message: Message) -> None:
+        relay.on_bus(message)
+        current.on_bus(message)
+
+    coord.bus.on_message(on_bus)
     coord.on_members_changed = current.members_changed
 
     def infra() -> Supervisor:
@@ -237,7 +246,7 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
     def ingest() -> Ingest:
         workers = config.workers
         current.ingest = Ingest(
-            db.pool, workers.batch_size, workers.queue_size, current.notify, events=current.events
+            db.pool, workers.batch_size, workers.queue_size, current.notify, events=sink
         )
         return current.ingest
 
@@ -250,7 +259,7 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
             worker_count=config.workers.worker_count,
             max_retries=config.workers.max_retries,
             sweep_s=config.workers.sweep_s,
-            events=current.events,
+            events=sink,
         )
         return current.pipeline
 
@@ -277,7 +286,7 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
             per_chat_per_minute=telegram.messages_per_minute_per_chat,
             circuit_threshold=telegram.circuit_threshold,
             retry_delay_s=telegram.retry_delay_s,
-            events=current.events,
+            events=sink,
             coordinator=coord,
             on_gained=current.gained,
         )
@@ -341,7 +350,7 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
             db.pool,
             lambda: current.sessions,
             rag=lambda: current.ai.rag if current.ai is not None else None,
-            events=current.events,
+            events=sink,
             instance=coord.instance_id,
         )
         return current.history
@@ -376,6 +385,7 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
     )
     children = [
         ChildSpec("infra", infra, shutdown_timeout=20),
+        ChildSpec("events-relay", lambda: Service("events-relay", relay.run), shutdown_timeout=2),
         ChildSpec("ai", ai, shutdown_timeout=5),
         # ingest before sessions: when it restarts, the sessions restart too and resume
         # from the last stored seq, so nothing queued in the old ingest is lost

@@ -98,6 +98,10 @@ class EventBus:
             if not found:
                 del self._subscribers[subscription.user_id]
 
+    def users(self) -> list[int]:
+        """The users with at least one subscription now."""
+        return list(self._subscribers)
+
     def subscribers(self, user_id: int) -> int:
         """How many subscriptions ``user_id`` has now."""
         return len(self._subscribers.get(user_id, ()))

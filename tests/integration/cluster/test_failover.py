@@ -167,6 +167,23 @@ async def test_a_send_through_any_instance_is_sent_by_the_owner(
     # the pipeline's sweep is 30 s here: only the notice to the owner delivers it sooner
     await wait_until(arrived, timeout=10)
 
+    # the owner's events reach a WebSocket open on another instance
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"{apis[other]}/events?access_token={token}") as ws,
+    ):
+        received: list[dict[str, object]] = []
+        for n in range(40):  # until the owner has heard that `other` holds a socket
+            await nodes.sim.inject(account.chat, nodes.friend, f"ping {n}")
+            try:
+                frame = await ws.receive_json(timeout=0.5)
+            except TimeoutError:
+                continue
+            received.append(frame)
+            break
+        assert received, "no event crossed over to the other instance"
+        assert received[0]["session_id"] == account.session_id
+
 
 async def _token(http: aiohttp.ClientSession, api: str, username: str) -> str:
     body = {"username": username, "password": "a long enough password"}
