@@ -29,7 +29,7 @@ class Daemon:
             [sys.executable, "-m", "vibee", "run"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "VIBEE_ADMIN__PORT": "0", **env},
+            env={**os.environ, "VIBEE_ADMIN__PORT": "0", "VIBEE_SERVER__PORT": "0", **env},
         )
         self.records: list[dict[str, object]] = []
         self.raw: list[str] = []
