@@ -722,10 +722,11 @@ def render_pipeline(f: Figures) -> list[Part]:
 
 
 def render_failover(f: Figures) -> list[Part]:
-    """bench/failover.py (not written yet): see ``FAILOVER_KEYS`` for the JSON it should print.
+    """bench/failover.py: see ``FAILOVER_KEYS`` for the JSON it prints.
 
-    Targets are placed by name: ``failover…`` on the failover row, ``coordinat…`` on the
-    coordination row, ``lost…``/``duplicate…``/``max_connections…`` on theirs.
+    Targets are placed by name: ``failover…`` on the failover row, ``handover…`` on the
+    graceful one, ``coordinat…`` on the coordination row, ``lost…``/``duplicate…``/
+    ``max_connections…`` on theirs.
     """
     runs = f.get("failover_runs_s", optional=True)
     setup = (
@@ -742,8 +743,28 @@ def render_failover(f: Figures) -> list[Part]:
             DASH,
             f.verdict(prefix="failover"),
         ],
+        *(
+            [
+                [
+                    "hand-over: instance stopped (SIGTERM) → its sessions connected "
+                    "elsewhere (s), median / max",
+                    DASH,
+                    pair(f.num("handover_median_s"), f.num("handover_max_s")),
+                    DASH,
+                    f.verdict(prefix="handover"),
+                ]
+            ]
+            if f.has("handover_median_s")
+            else []
+        ),
         [
-            f"coordination cost per message ({f.num('coordination_messages')} msgs, µs)",
+            f"coordination cost per message ({f.num('coordination_messages')} msgs"
+            + (
+                f", {f.num('coordinated_instances')} instance"
+                if f.has("coordinated_instances")
+                else ""
+            )
+            + ", µs)",
             f.num("single_instance_us_per_msg"),
             f"{f.num('coordinated_us_per_msg')} (+{f.num('coordination_added_us_per_msg')})",
             ratio(f.get("coordinated_vs_single")),
@@ -751,6 +772,7 @@ def render_failover(f: Figures) -> list[Part]:
         ],
     ]
     optional = (
+        ("redis_commands_per_msg", "Redis commands per message", "redis"),
         ("lost_messages", "messages lost across failovers", "lost"),
         ("duplicate_replies", "duplicate replies across failovers", "duplicate"),
         ("sim_max_connections_per_account", "sim's `max_connections_per_account`", "max_conn"),
@@ -776,6 +798,12 @@ FAILOVER_KEYS: dict[str, str] = {
     "connected on another instance (s)",
     "failover_max_s": "the worst run (s)",
     "failover_runs_s": "optional: every run (list of s)",
+    "handover_median_s": "optional: median, SIGTERM → every session of the stopped instance "
+    "connected on another (s)",
+    "handover_max_s": "optional: the worst graceful run (s)",
+    "handover_runs_s": "optional: every graceful run (list of s)",
+    "redis_commands_per_msg": "optional: Redis commands per message, one instance (float)",
+    "coordinated_instances": "optional: instances in the coordination-cost measurement (int)",
     "coordination_messages": "messages in the coordination-cost measurement (int)",
     "single_instance_us_per_msg": "baseline, same run: one instance, local coordinator (µs)",
     "coordinated_us_per_msg": "the same messages with Redis coordination, N instances (µs)",

@@ -167,7 +167,12 @@ FAILOVER: dict[str, Any] = {
     "failover_median_s": 4.2,
     "failover_max_s": 6.8,
     "failover_runs_s": [4.0, 4.2, 4.1, 6.8, 5.0],
+    "handover_median_s": 0.4,
+    "handover_max_s": 0.9,
+    "handover_runs_s": [0.3, 0.4, 0.9],
     "coordination_messages": 20000,
+    "coordinated_instances": 1,
+    "redis_commands_per_msg": 6.5,
     "single_instance_us_per_msg": 250.0,
     "coordinated_us_per_msg": 310.0,
     "coordination_added_us_per_msg": 60.0,
@@ -175,7 +180,11 @@ FAILOVER: dict[str, Any] = {
     "lost_messages": 0,
     "duplicate_replies": 0,
     "sim_max_connections_per_account": 1,
-    "targets": {"failover_max<=30s": True, "coordination_vs_single<=1.5": True},
+    "targets": {
+        "failover_max<=30s": True,
+        "handover_max<=2s": False,
+        "coordination_vs_single<=1.5": True,
+    },
 }
 
 
@@ -390,6 +399,8 @@ def test_failover_renders_the_documented_keys() -> None:
     assert set(FAILOVER) == set(report.FAILOVER_KEYS)
     block = report.render("failover", FAILOVER, RUN)
     assert row(block, "failover:")[2:] == ["4.2 / 6.8", "—", "pass"]
+    assert row(block, "hand-over:")[2:] == ["0.4 / 0.9", "—", "**fail**"]
+    assert row(block, "Redis commands per message")[2] == "6.5"
     coordination = row(block, "coordination cost")
     assert coordination[1:] == ["250", "310 (+60)", "1.24×", "pass"]
     assert row(block, "sim's `max_connections_per_account`")[2] == "1"
