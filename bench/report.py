@@ -784,6 +784,9 @@ def render_failover(f: Figures) -> list[Part]:
     parts: list[Part] = [setup + ".", Table(header, rows)]
     if isinstance(runs, list) and runs:
         parts.append("Failover per run (s): " + ", ".join(fmt(r) for r in runs) + ".")
+    graceful = f.get("handover_runs_s", optional=True)
+    if isinstance(graceful, list) and graceful:
+        parts.append("Hand-over per run (s): " + ", ".join(fmt(r) for r in graceful) + ".")
     return parts
 
 
