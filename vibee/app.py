@@ -399,7 +399,7 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
 
         def qr_logins() -> QrLogins:
             assert gateways is not None
-            current.qr = QrLogins(login, lambda: db.pool, gateways)
+            current.qr = QrLogins(login, lambda: db.pool, gateways, shared=coord.shared)
             return current.qr
 
         children.append(ChildSpec("qr-logins", qr_logins, shutdown_timeout=5))

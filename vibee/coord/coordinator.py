@@ -56,6 +56,9 @@ class Coordinator:
     renew_deadline_s: float
     retry_s: float
     client: Redis | None = None
+    shared: Cache | None = None
+    """Small state every instance must see (a pending QR login's code); None with one
+    instance. Raises :class:`CoordinationUnavailable` when Redis is down."""
     members: list[str] = field(default_factory=list)
     up: bool = True
     on_members_changed: Callable[[], None] = lambda: None
@@ -94,6 +97,7 @@ class Coordinator:
             RedisBus(client, instance, prefix),
             *timings,
             client=client,
+            shared=StrictCache(RedisCache(client, f"{prefix}:shared:")),
         )
 
     async def heartbeat(self) -> None:
@@ -173,6 +177,28 @@ class TolerantCache:
         """Store it if Redis answers."""
         with contextlib.suppress(RedisError):
             await self._inner.set(key, value, ttl_s)
+
+
+class StrictCache:
+    """Shared state that must be right or absent: Redis down is
+    :class:`CoordinationUnavailable`."""
+
+    def __init__(self, inner: RedisCache) -> None:
+        self._inner = inner
+
+    async def get(self, key: str) -> bytes | None:
+        """The value, or None when absent."""
+        try:
+            return await self._inner.get(key)
+        except RedisError as exc:
+            raise CoordinationUnavailable(f"Redis: {type(exc).__name__}") from exc
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        """Store it for ``ttl_s`` seconds."""
+        try:
+            await self._inner.set(key, value, ttl_s)
+        except RedisError as exc:
+            raise CoordinationUnavailable(f"Redis: {type(exc).__name__}") from exc
 
 
 class StrictLimiter:

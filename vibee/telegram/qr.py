@@ -4,17 +4,24 @@ scanned, so this child keeps one waiting task per pending QR login.
 ``begin`` opens a gateway, asks for a code and returns it at once; a task then waits for
 the scan, showing a fresh code (``current``) each time one expires, until the login is
 authorized, needs the 2FA password (finished with the ordinary password step, on any
-instance: the credential is stored), or ``timeout_s`` passes. A pending QR login lives on
-the instance that began it: ``current`` elsewhere answers None.
+instance: the credential is stored), or ``timeout_s`` passes. A pending QR login's
+connection lives on the instance that began it; with several instances its current code
+is also written to the coordinator's shared store, so that :meth:`QrLogins.shown` answers
+on any instance (and raises :class:`~vibee.coord.base.CoordinationUnavailable` when
+Redis is down).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
+from vibee.coord.base import Cache, CoordinationUnavailable
 from vibee.runtime import Service
 from vibee.store import Executor, sessions
 from vibee.telegram.gateway import Gateway, GatewayError, PasswordRequired, QrLogin
@@ -38,8 +45,10 @@ class QrLogins(Service):
         *,
         limit: int = 100,
         timeout_s: float = 300.0,
+        shared: Cache | None = None,
     ) -> None:
         super().__init__("qr-logins")
+        self._shared = shared
         self._flow = flow
         self._db = db
         self._gateways = gateways
@@ -61,6 +70,7 @@ class QrLogins(Service):
             await gateway.disconnect()
             raise
         self._tokens[row.id] = (user_id, token)
+        await self._share(user_id, row.id, token)
         task = asyncio.create_task(self._wait(user_id, row.id, gateway), name=f"qr:{row.id}")
         self._tasks.add(task)
         task.add_done_callback(self._ended)
@@ -71,6 +81,33 @@ class QrLogins(Service):
         found = self._tokens.get(session_id)
         return found[1] if found is not None and found[0] == user_id else None
 
+    async def shown(self, user_id: int, session_id: int) -> QrLogin | None:
+        """The code to show now, from this instance or (several instances) the shared
+        store. Raises CoordinationUnavailable when that store cannot answer."""
+        local = self.current(user_id, session_id)
+        if local is not None or self._shared is None:
+            return local
+        raw = await self._shared.get(f"qr:{session_id}")
+        if not raw:
+            return None
+        data = json.loads(raw)
+        if data.get("user") != user_id:
+            return None
+        return QrLogin(data["url"], datetime.fromtimestamp(data["expires"], UTC))
+
+    async def _share(self, user_id: int, session_id: int, token: QrLogin | None) -> None:
+        """Publish the code for the other instances (None: the login ended)."""
+        if self._shared is None:
+            return
+        if token is None:
+            value, ttl = b"", 1.0
+        else:
+            payload = {"user": user_id, "url": token.url, "expires": token.expires_at.timestamp()}
+            value = json.dumps(payload).encode()
+            ttl = max(1.0, token.expires_at.timestamp() - time.time())
+        with contextlib.suppress(CoordinationUnavailable):  # the local code still works
+            await self._shared.set(f"qr:{session_id}", value, ttl)
+
     async def _wait(self, user_id: int, session_id: int, gateway: Gateway) -> None:
         deadline = time.monotonic() + self._timeout_s
         flow = self._flow(self._db())
@@ -80,7 +117,9 @@ class QrLogins(Service):
                 left = min(deadline - time.monotonic(), token.expires_at.timestamp() - time.time())
                 result = await gateway.qr_wait(max(1.0, left))
                 if result is None:
-                    self._tokens[session_id] = (user_id, await gateway.qr_start())
+                    fresh = await gateway.qr_start()
+                    self._tokens[session_id] = (user_id, fresh)
+                    await self._share(user_id, session_id, fresh)
                     continue
                 if isinstance(result, PasswordRequired):
                     await flow.save_step(user_id, session_id, "password_needed", None, gateway)
@@ -93,6 +132,7 @@ class QrLogins(Service):
         finally:
             self._tokens.pop(session_id, None)
             await gateway.disconnect()
+            await self._share(user_id, session_id, None)
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

@@ -185,6 +185,28 @@ async def test_a_send_through_any_instance_is_sent_by_the_owner(
         assert received[0]["session_id"] == account.session_id
 
 
+async def test_a_qr_login_shows_its_code_on_every_instance(
+    cluster: tuple[Cluster, asyncpg.Pool],
+) -> None:
+    nodes, _ = cluster
+    apis = {
+        name: f"http://127.0.0.1:{d.wait_for('api listening')['port']}/api/v1"
+        for name, d in nodes.instances.items()
+    }
+    async with aiohttp.ClientSession() as http:
+        token = await _token(http, apis["a"], "scanner")
+        auth = {"Authorization": f"Bearer {token}"}
+        async with http.post(f"{apis['a']}/sessions/connect/qr", headers=auth) as response:
+            assert response.status == 201, await response.text()
+            started = await response.json()
+        path = f"/sessions/{started['session_id']}/qr"
+        async with http.get(apis["b"] + path, headers=auth) as response:
+            assert response.status == 200, await response.text()  # began on a, asked on b
+            assert (await response.json())["qr_url"] == started["qr_url"]
+        async with http.get(apis["c"] + "/sessions/999999/qr", headers=auth) as response:
+            assert response.status == 404
+
+
 async def _token(http: aiohttp.ClientSession, api: str, username: str) -> str:
     body = {"username": username, "password": "a long enough password"}
     async with http.post(f"{api}/auth/register", json=body) as response:

@@ -33,6 +33,7 @@ from vibee.api.schemas_chats import (
     SessionList,
     SessionOut,
 )
+from vibee.coord.base import CoordinationUnavailable
 from vibee.store import Executor, sessions
 from vibee.telegram.gateway import GatewayError, LoginError, NetworkError, QrLogin
 from vibee.telegram.login import LoginFlow, Step
@@ -197,9 +198,16 @@ def qr_handlers(qr: QrSource) -> tuple[Handler, Handler]:
     async def current(call: Call) -> web.Response:
         """The code to show now for a pending QR login."""
         session_id = path_id(call, "session")
-        token = logins().current(call.user.id, session_id)
+        try:
+            token = await logins().shown(call.user.id, session_id)
+        except CoordinationUnavailable:
+            raise Unavailable(
+                "the QR login may be pending on another server, which cannot be asked now "
+                "(Redis does not answer); retry shortly",
+                title="Coordination unavailable",
+            ) from None
         if token is None:
-            raise NotFound(f"no QR login pending for session {session_id} on this server")
+            raise NotFound(f"no QR login pending for session {session_id}")
         return json_response(_qr_out(session_id, token))
 
     return start, current
