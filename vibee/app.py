@@ -218,7 +218,12 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
     db = Database(config.database, state_dir, password.value if password else None)
     readiness = Readiness()
     current = _Current()
-    coord = Coordinator.from_config(config.redis, config.ai.cache_max_entries)
+    redis_password = secrets.get("redis_password")
+    coord = Coordinator.from_config(
+        config.redis,
+        config.ai.cache_max_entries,
+        redis_password.value if redis_password else None,
+    )
     relay = EventRelay(current.events, coord)
     sink: EventSink = relay if coord.mode == "redis" else current.events
 

@@ -18,7 +18,7 @@ from vibee import __version__
 from vibee.config import Config, ConfigError, load_config
 from vibee.secrets import SecretError, SecretStore
 from vibee.store import users
-from vibee.store.db import Database, DatabaseError
+from vibee.store.db import Database, DatabaseError, redact_url
 from vibee.store.migrate import MigrationError, Migrator
 from vibee.telegram.factory import TelegramNotConfigured
 from vibee.telegram.gateway import GatewayError
@@ -104,7 +104,10 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     config = _load(args)
     store = SecretStore(config, config.state_dir())
     problems = []
-    lines = _render(config.model_dump(mode="json"))
+    effective = config.model_dump(mode="json")
+    for section in ("database", "redis"):  # a password written into a URL stays hidden
+        effective[section]["url"] = redact_url(effective[section]["url"])
+    lines = _render(effective)
     lines.append("\n# secrets (values never shown)")
     for name in store.names:
         try:

@@ -90,6 +90,7 @@ class RedisConfig(_Section):
     """
 
     url: str = ""
+    password_file: Path | None = None
     instance_id: str = ""
     lease_s: float = Field(15.0, gt=0)
     renew_deadline_s: float = Field(10.0, gt=0)

@@ -70,6 +70,7 @@ def secret_file_keys(config: Config) -> dict[str, Path | None]:
         "admin_token": config.admin.token_file,
         "database_password": config.database.password_file,
         "tracing_headers": config.tracing.headers_file,
+        "redis_password": config.redis.password_file,
     }
     for name, provider in config.ai.providers.items():
         if provider.kind != "canned":

@@ -42,6 +42,24 @@ def test_config_check_prints_config_and_hides_secrets(clean_env: Path, tmp_path:
     assert "sk-abc12345" not in result.stdout + result.stderr
 
 
+def test_config_check_hides_a_password_written_into_a_url(clean_env: Path) -> None:
+    result = vibee(
+        "config",
+        "check",
+        env={
+            "VIBEE_REDIS__URL": "redis://:redis-pw-789@10.0.0.5:6379/0",
+            "VIBEE_DATABASE__URL": "postgresql://vibee:db-pw-456@10.0.0.6/vibee",
+            "VIBEE_REDIS_PASSWORD": "other-pw-000",
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    assert 'url = "redis://:***@10.0.0.5:6379/0"' in result.stdout
+    assert 'url = "postgresql://vibee:***@10.0.0.6/vibee"' in result.stdout
+    assert "# redis_password = *** (environment VIBEE_REDIS_PASSWORD)" in result.stdout
+    for secret in ("redis-pw-789", "db-pw-456", "other-pw-000"):
+        assert secret not in result.stdout + result.stderr
+
+
 def test_config_check_reports_each_problem_on_its_own_line(clean_env: Path, tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text("[limits]\napi_per_minute = 0\n[workers]\nworker_count = 0\ncolour = 1\n")

@@ -34,6 +34,7 @@ from vibee.coord.local import LocalCache, LocalRateLimiter
 from vibee.coord.membership import LocalMembership, RedisMembership, default_instance_id
 from vibee.coord.redis import RedisCache, RedisRateLimiter
 from vibee.runtime import Service
+from vibee.store.db import with_password
 
 log = logging.getLogger("vibee.coord")
 
@@ -64,8 +65,11 @@ class Coordinator:
     on_members_changed: Callable[[], None] = lambda: None
 
     @classmethod
-    def from_config(cls, config: RedisConfig, cache_entries: int = 10_000) -> Coordinator:
-        """Local without ``url``, Redis with it (the client connects lazily)."""
+    def from_config(
+        cls, config: RedisConfig, cache_entries: int = 10_000, password: str | None = None
+    ) -> Coordinator:
+        """Local without ``url``, Redis with it (the client connects lazily); ``password``
+        (the secret ``redis_password``) unless the URL carries one."""
         instance = config.instance_id or default_instance_id()
         timings = (config.lease_s, config.renew_deadline_s, config.retry_s)
         if not config.url:
@@ -81,7 +85,7 @@ class Coordinator:
                 members=[instance],
             )
         client = Redis.from_url(
-            config.url,
+            with_password(config.url, password),
             socket_timeout=config.retry_s,
             socket_connect_timeout=config.retry_s,
             health_check_interval=30,

@@ -44,12 +44,13 @@ class RedisProcess:
     """A redis-server of the test's own, without persistence: a restart loses every key,
     the worst case for leases."""
 
-    def __init__(self) -> None:
+    def __init__(self, *options: str) -> None:
         found = shutil.which("redis-server")
         if found is None:
             raise RuntimeError("redis-server is not installed (scripts/install-system-tools)")
         self._binary = found
         self.port = free_port()
+        self._options = options
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -59,7 +60,16 @@ class RedisProcess:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [self._binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""],
+            [
+                self._binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                *self._options,
+            ],
             stdout=subprocess.DEVNULL,
         )
         for _ in range(500):

@@ -9,9 +9,12 @@ from collections import Counter
 import pytest
 from redis.asyncio import Redis
 
+from tests.integration.cluster.harness import RedisProcess
 from tests.integration.coord.test_coordinators import client, connect, redis_server
+from vibee.config import RedisConfig
 from vibee.coord.base import CoordinationUnavailable, Lease
 from vibee.coord.bus import Message, RedisBus
+from vibee.coord.coordinator import Coordinator
 from vibee.coord.leases import LocalLeases, RedisLeases
 from vibee.coord.membership import RedisMembership, place
 
@@ -147,3 +150,19 @@ async def test_the_bus_reaches_one_instance_or_all(
         await asyncio.gather(*tasks, return_exceptions=True)
         for c in clients:
             await c.aclose()
+
+
+async def test_the_coordinator_logs_in_with_the_redis_password() -> None:
+    redis = RedisProcess("--requirepass", "s3cret-pw")
+    try:
+        url = f"redis://127.0.0.1:{redis.port}/0"
+        right = Coordinator.from_config(RedisConfig(url=url), password="s3cret-pw")
+        wrong = Coordinator.from_config(RedisConfig(url=url))
+        await right.heartbeat()
+        await wrong.heartbeat()
+        assert right.up and right.members == [right.instance_id]
+        assert not wrong.up  # refused: no password
+        await right.close()
+        await wrong.close()
+    finally:
+        redis.kill()
