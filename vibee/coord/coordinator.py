@@ -24,6 +24,8 @@ from typing import Literal
 
 from prometheus_client import Gauge
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from vibee.config import RedisConfig
@@ -89,6 +91,9 @@ class Coordinator:
             socket_timeout=config.retry_s,
             socket_connect_timeout=config.retry_s,
             health_check_interval=30,
+            # once, at once: a pooled connection left over from before a Redis restart
+            # fails its first command; every command here may run twice harmlessly
+            retry=Retry(NoBackoff(), 1),
         )
         prefix = config.key_prefix
         return cls(
