@@ -6,10 +6,14 @@ pipeline, sessions, session manager) over an embedded Postgres in a temporary di
 the sim and the fake LLM as separate processes, all on the same cores.
 
 * replies: digital-twin chats (reply delay 0), messages offered at 100, 1,000 and 5,000
-  msgs/s for a few seconds, spread over the chats; the fake LLM at 0 ms and at 500 ms.
-  Figures: replies/s (first injection → last reply confirmed sent) and the pipeline
-  overhead (``vibee_pipeline_latency_seconds``: stored → handed to Telegram, AI time and the
-  reply delay excluded; quantiles from the histogram buckets, so upper bounds).
+  msgs/s for a few seconds, spread over the chats, in bursts every 100 ms (``cases``); the
+  fake LLM at 0 ms and at 500 ms. Figures: replies/s (first injection → last reply
+  confirmed sent), the pipeline overhead (``vibee_pipeline_latency_seconds``: stored →
+  handed to Telegram, AI time and the reply delay excluded; quantiles from the histogram
+  buckets, so upper bounds) and the end-to-end latency as the sim saw it (a message's
+  arrival → its reply's arrival: ingest, pipeline, AI and Telegram's hops, nothing
+  excluded; exact quantiles). ``smooth_cases``: the 0 ms AI cases again with the messages
+  offered in ticks of ``--smooth-tick-ms`` (10 ms) instead of 100 ms bursts.
 * ingest: observed chats only; stored msgs/s, beside asyncpg inserting the same rows with
   ``unnest`` batches into a scratch table in the same run.
 """
@@ -134,10 +138,11 @@ class World:
                     self.chats.append((session_id, chat["chat_id"], tg_chat, peer))
 
 
-async def offer(url: str, world: World, rate: int, seconds: float) -> int:
-    """Inject ``rate`` msgs/s for ``seconds``, in 0.1 s ticks, round-robin over the chats."""
+async def offer(url: str, world: World, rate: int, seconds: float, tick_s: float = 0.1) -> int:
+    """Inject ``rate`` msgs/s for ``seconds``, in ticks of ``tick_s`` (each tick's messages
+    in one request, so at once), round-robin over the chats."""
     total = int(rate * seconds)
-    per_tick = max(1, rate // 10)
+    per_tick = max(1, round(rate * tick_s))
     sent = 0
     async with aiohttp.ClientSession() as http:
         start = time.perf_counter()
@@ -154,12 +159,44 @@ async def offer(url: str, world: World, rate: int, seconds: float) -> int:
     return total
 
 
+async def end_to_end(url: str, world: World) -> list[float]:
+    """Per reply, as the sim saw it: the reply's arrival minus the arrival of the newest
+    message it answers (so: ingest, pipeline, AI, Telegram's hops — everything)."""
+    out: list[float] = []
+    async with aiohttp.ClientSession() as http:
+        for _, chat, _, peer in world.chats:
+            async with http.get(f"{url}/chats/{chat}/messages") as r:
+                transcript = await r.json()
+            last_in: float | None = None
+            for message in transcript:
+                if message["from"] == peer:
+                    last_in = message["date"]
+                elif last_in is not None:
+                    out.append(message["date"] - last_in)
+                    last_in = None
+    return sorted(out)
+
+
+def exact(values: list[float], q: float) -> float:
+    """Quantile ``q`` of sorted ``values`` in ms (nan when empty)."""
+    if not values:
+        return float("nan")
+    return round(values[min(len(values) - 1, int(q * len(values)))] * 1000, 3)
+
+
 async def count(pool: asyncpg.Pool, sql: str, *args: Any) -> int:
     return int(await pool.fetchval(sql, *args) or 0)
 
 
 async def run_case(
-    url: str, llm: str, pool: asyncpg.Pool, world: World, rate: int, seconds: float, ai_ms: int
+    url: str,
+    llm: str,
+    pool: asyncpg.Pool,
+    world: World,
+    rate: int,
+    seconds: float,
+    ai_ms: int,
+    tick_s: float = 0.1,
 ) -> dict[str, Any]:
     model = "gpt" if ai_ms == 0 else f"sim:latency_ms={ai_ms}"
     provider = OpenAICompatProvider("openai", f"{llm}/openai/v1", model, "k", 30, 512)
@@ -191,19 +228,27 @@ async def run_case(
     ids = sorted({c[0] for c in world.chats})
     before = histogram()
     started = time.perf_counter()
-    offered = await offer(url, world, rate, seconds)
+    offered = await offer(url, world, rate, seconds, tick_s)
     deadline = time.perf_counter() + 180
     while time.perf_counter() < deadline:
-        row = await pool.fetchrow(
-            "SELECT count(*) FILTER (WHERE direction = 'in') AS stored, "
-            "count(*) FILTER (WHERE (direction = 'in' AND state = 'received') "
-            "OR (direction = 'out' AND state = 'pending')) AS unfinished "
-            "FROM messages WHERE session_id = ANY($1::bigint[])",
+        # cheap while work remains (the partial index of unfinished rows); the full count
+        # of stored messages only then (polling must not load the database it measures)
+        unfinished = await count(
+            pool,
+            "SELECT count(*) FROM messages WHERE session_id = ANY($1::bigint[]) "
+            "AND state IN ('received', 'pending') AND ((direction = 'in' AND state = "
+            "'received') OR (direction = 'out' AND state = 'pending'))",
             ids,
         )
-        assert row is not None
-        if row["stored"] >= offered and row["unfinished"] == 0:
-            break
+        if unfinished == 0:
+            stored = await count(
+                pool,
+                "SELECT count(*) FROM messages WHERE session_id = ANY($1::bigint[]) "
+                "AND direction = 'in'",
+                ids,
+            )
+            if stored >= offered:
+                break
         await asyncio.sleep(0.02)
     elapsed = time.perf_counter() - started
     sent = await count(
@@ -216,14 +261,18 @@ async def run_case(
     for child in (sessions, pipeline, ingest):
         await child.stop(30)
     await router.close()
+    e2e = await end_to_end(url, world)
     return {
         "offered_msgs_per_s": rate,
         "ai_latency_ms": ai_ms,
+        "tick_ms": round(tick_s * 1000),
         "messages": offered,
         "replies_sent": sent,
         "replies_per_s": round(sent / elapsed),
         "overhead_p50_ms_at_most": round(quantile(before, after, 0.5) * 1000, 3),
         "overhead_p99_ms_at_most": round(quantile(before, after, 0.99) * 1000, 3),
+        "end_to_end_p50_ms": exact(e2e, 0.5),
+        "end_to_end_p99_ms": exact(e2e, 0.99),
     }
 
 
@@ -294,6 +343,15 @@ async def bench(url: str, llm: str, db_url: str, args: argparse.Namespace) -> di
             case = await run_case(url, llm, pool, world, rate, args.seconds, ai_ms)
             results["cases"].append(case)
             print(json.dumps(case), file=sys.stderr)
+    if args.smooth_tick_ms > 0:  # the same offered rates in small ticks instead of bursts
+        results["smooth_cases"] = []
+        for rate in (100, 1000, 5000):
+            world = World(url, pool, keyring)
+            await world.build(args.sessions, args.chats, "digital_twin")
+            tick = args.smooth_tick_ms / 1000
+            case = await run_case(url, llm, pool, world, rate, args.seconds, 0, tick)
+            results["smooth_cases"].append(case)
+            print(json.dumps(case), file=sys.stderr)
     observe = World(url, pool, keyring)
     await observe.build(args.sessions, args.chats, "observe")
     results["ingest"] = await ingest_case(url, pool, observe, args.ingest_messages)
@@ -317,6 +375,12 @@ def main() -> int:
     parser.add_argument("--chats", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--ingest-messages", type=int, default=50_000)
+    parser.add_argument(
+        "--smooth-tick-ms",
+        type=float,
+        default=10.0,
+        help="also offer the 0 ms AI cases in ticks this long (0: do not)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vibee-bench-") as tmp:
         Path(tmp).chmod(0o755)

@@ -8,14 +8,16 @@ merged, and the request always ends with the other side's words.
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Literal
 
 from vibee.ai.base import ChatRequest, Message
 from vibee.automation.rag import Rag
 from vibee.store import Executor, automation, outbox
+from vibee.store.turns import DIALOG_TURNS
 
-DIALOG_TURNS = 20
 RAG_EXAMPLES = 5  # RAG: how many similar past replies of the owner go into the prompt
 
 
@@ -76,19 +78,48 @@ async def build_request(
     rag: Rag | None = None,
 ) -> ChatRequest:
     """The request answering ``rows`` (the last unanswered messages of one chat); with
-    ``rag``, the owner's most similar past replies join the system prompt (twin mode)."""
+    ``rag``, the owner's most similar past replies join the system prompt (twin mode).
+    Reads everything from ``db`` (the pipeline keeps most of it in memory instead and
+    calls :func:`compose_request`)."""
     last = rows[-1]
-    persona = await automation.persona(db, last.user_id)
-    examples = (
-        [] if persona and persona.examples else await automation.own_examples(db, last.user_id)
-    )
+    persona, examples = await profile(db, last.user_id)
     dialog = await outbox.recent_dialog(db, last.session_id, last.tg_chat_id, DIALOG_TURNS)
+    similar = await similar_replies(rows, config, rag)
+    return compose_request(rows, config, persona, examples, dialog, similar)
+
+
+async def profile(db: Executor, user_id: int) -> tuple[automation.Persona | None, list[str]]:
+    """The owner's persona and, when it has no examples, their own recent messages."""
+    persona = await automation.persona(db, user_id)
+    examples = [] if persona and persona.examples else await automation.own_examples(db, user_id)
+    return persona, examples
+
+
+async def similar_replies(
+    rows: Sequence[outbox.InboundRow], config: automation.ChatConfig, rag: Rag | None
+) -> list[str]:
+    """RAG (twin mode only): the owner's past replies most similar to ``rows``."""
+    if rag is None or config.mode != "digital_twin":
+        return []
+    incoming = "\n".join(r.text for r in rows)
+    return list(await rag.examples(rows[-1].user_id, incoming, RAG_EXAMPLES))
+
+
+def compose_request(
+    rows: Sequence[outbox.InboundRow],
+    config: automation.ChatConfig,
+    persona: automation.Persona | None,
+    examples: Sequence[str],
+    dialog: Sequence[tuple[str, str]],
+    similar: Sequence[str] = (),
+) -> ChatRequest:
+    """The request answering ``rows``, from what was read: the persona and examples
+    (:func:`profile`), the recent dialog as (direction, text) and the similar replies."""
+    last = rows[-1]
     turns = dialog_turns(dialog) or (Message("user", "\n".join(r.text for r in rows)),)
     system = system_prompt(persona, examples, config.mode)
-    if rag is not None and config.mode == "digital_twin":  # RAG: optional, off without it
-        incoming = "\n".join(r.text for r in rows)
-        block = similar_replies_prompt(await rag.examples(last.user_id, incoming, RAG_EXAMPLES))
-        system = f"{system}\n{block}" if block else system
+    block = similar_replies_prompt(similar)
+    system = f"{system}\n{block}" if block else system
     return ChatRequest(
         messages=turns,
         system=system,
@@ -96,3 +127,33 @@ async def build_request(
         language="ru" if any("\u0400" <= ch <= "\u04ff" for ch in last.text) else "en",
         mode=config.mode,
     )
+
+
+class Profiles:
+    """The owners' personas and examples, each kept ``ttl_s`` seconds (or until
+    :meth:`forget`), at most ``max_users`` of them."""
+
+    def __init__(self, db: Executor, ttl_s: float, max_users: int = 10_000) -> None:
+        self._db = db
+        self._ttl_s = ttl_s
+        self._max = max_users
+        self._cache: OrderedDict[int, tuple[float, automation.Persona | None, list[str]]] = (
+            OrderedDict()
+        )
+
+    async def get(self, user_id: int) -> tuple[automation.Persona | None, list[str]]:
+        """The user's persona and examples (read at most once per ``ttl_s``)."""
+        now = time.monotonic()
+        cached = self._cache.get(user_id)
+        if cached is not None and cached[0] > now:
+            return cached[1], cached[2]
+        persona, examples = await profile(self._db, user_id)
+        self._cache[user_id] = (now + self._ttl_s, persona, examples)
+        self._cache.move_to_end(user_id)
+        if len(self._cache) > self._max:
+            self._cache.popitem(last=False)
+        return persona, examples
+
+    def forget(self, user_id: int) -> None:
+        """Read the user's persona and examples again next time."""
+        self._cache.pop(user_id, None)

@@ -6,14 +6,17 @@ takes up to ``workers.batch_size`` at a time and stores them in one transaction
 A batch that cannot be stored (the database is down) is retried with backoff and never
 dropped; meanwhile the queue fills and the sessions stop reading, so Telegram keeps the
 updates until they can be stored. Nothing is acknowledged (``last_seq``) before it is
-stored: after a crash, Telegram redelivers and the insert is a no-op.
+stored: after a crash, Telegram redelivers and the insert is a no-op. Right after each
+commit the new rows are handed to the pipeline (:class:`Stored`), which then need not read
+them back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 
 import asyncpg
 from prometheus_client import Counter
@@ -30,8 +33,10 @@ from vibee.store.inbox import (
     FLAG_MENTIONED,
     FLAG_OUTGOING,
     InboxRow,
-    store_batch,
+    StoredRow,
+    store_new,
 )
+from vibee.store.outbox import InboundRow
 from vibee.telegram.session_actor import Inbound
 
 log = logging.getLogger("vibee.automation.ingest")
@@ -66,6 +71,41 @@ def to_row(inbound: Inbound) -> InboxRow:
     )
 
 
+class Stored(set[tuple[int, int]]):
+    """What ``on_stored`` gets after each commit: the (session, chat) pairs that got
+    inbound messages in the batch — a plain set to whoever wants only that — carrying the
+    rows that were new, so that the pipeline need not read them back: ``inbound`` (to
+    decide, each with ``stored_at``) and ``outbound`` (the account's own messages, for the
+    dialog: ``((session, chat), (row id, "out", text, message id))``)."""
+
+    def __init__(self, rows: Iterable[InboxRow], new: Iterable[StoredRow], stored_at: float):
+        super().__init__((r.session_id, r.tg_chat_id) for r in rows if r.direction == "in")
+        self.inbound: list[InboundRow] = []
+        self.outbound: list[tuple[tuple[int, int], tuple[int, str, str, int | None]]] = []
+        for stored in new:
+            r = stored.row
+            if r.direction == "in":
+                self.inbound.append(
+                    InboundRow(
+                        stored.id,
+                        r.user_id,
+                        r.session_id,
+                        r.tg_chat_id,
+                        r.message_id,
+                        r.sender_id,
+                        r.text,
+                        r.flags,
+                        r.tg_date,
+                        stored.created_at,
+                        r.reply_to_msg_id,
+                        stored_at,
+                    )
+                )
+            else:
+                key = (r.session_id, r.tg_chat_id)
+                self.outbound.append((key, (stored.id, "out", r.text, r.message_id)))
+
+
 class Ingest(Service):
     """The ``ingest`` child: a bounded queue in, batched transactions out."""
 
@@ -82,7 +122,8 @@ class Ingest(Service):
     ) -> None:
         """Store into ``pool`` in batches of ``batch_size`` from a queue of ``queue_size``;
         after each commit, call ``on_stored`` with the (session, chat) pairs that got
-        inbound messages and publish ``message.received`` for each to ``events``."""
+        inbound messages (a :class:`Stored`, which also carries the new rows) and publish
+        ``message.received`` for each to ``events``."""
         super().__init__("ingest", graceful=True)
         self._events = events if events is not None else NO_EVENTS
         self._pool = pool
@@ -155,15 +196,14 @@ class Ingest(Service):
         while True:
             try:
                 async with self._pool.acquire() as conn:
-                    new = await store_batch(conn, rows)
-                RECEIVED.inc(new)
+                    new = await store_new(conn, rows)
+                    if self._on_stored is not None:  # at once: the connection's reset can wait
+                        self._on_stored(Stored(rows, new, time.time()))
+                RECEIVED.inc(len(new))
                 self._publish(rows)
-                if self._on_stored is not None:
-                    self._on_stored(
-                        {(r.session_id, r.tg_chat_id) for r in rows if r.direction == "in"}
-                    )
                 return
             except DB_ERRORS as exc:
+                # (seen when Postgres restarts); the pool replaces it
                 failures += 1
                 delay = min(MAX_BACKOFF_S, 0.1 * 2 ** min(failures, 10))
                 log.warning(

@@ -19,5 +19,11 @@ else:
     Conn = asyncpg.Connection | PoolConnectionProxy
     Executor = asyncpg.Pool | Conn
 
-DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+DB_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a pooled connection dropped by a Postgres restart
+)
 """What a database that went away (or never answered) raises: callers retry or report."""

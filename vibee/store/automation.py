@@ -1,15 +1,20 @@
 """What the pipeline reads and writes besides messages: chat configs, personas, leads,
-dead letters. Every user-facing function filters by ``user_id``."""
+dead letters. Every user-facing function filters by ``user_id``.
+
+A chat config written through :func:`set_chat_config` is announced on the Postgres channel
+:data:`CONFIG_CHANNEL` (``user:session:chat``) when it commits, so that the pipelines of
+every instance forget their copy at once (:mod:`vibee.automation.notices`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 
 from vibee.store import Executor
 
-_CONFIG_COLUMNS = (
+CONFIG_COLUMNS = (
     "mode",
     "trigger_words",
     "response_probability",
@@ -22,10 +27,14 @@ _CONFIG_COLUMNS = (
     "sniper_reply",
     "lead_chat_id",
 )
+"""The settings of ``chat_configs`` (and ``chat_defaults``), in this order."""
+CONFIG_CHANNEL = "vibee_chat_config"
+"""The Postgres channel a changed chat config (``user:session:chat``) or persona
+(``user``) is announced on."""
 
 _EFFECTIVE_CONFIG = (
     "SELECT c.id AS chat_id, "  # noqa: S608 - built once from the constant column names above
-    + ", ".join(f"coalesce(cc.{col}, d.{col}) AS {col}" for col in _CONFIG_COLUMNS)
+    + ", ".join(f"coalesce(cc.{col}, d.{col}) AS {col}" for col in CONFIG_COLUMNS)
     + " FROM chats c LEFT JOIN chat_configs cc ON cc.chat_id = c.id "
     "LEFT JOIN chat_defaults d ON d.user_id = c.user_id "
     "WHERE c.user_id = $1 AND c.session_id = $2 AND c.tg_chat_id = $3"
@@ -62,7 +71,13 @@ async def chat_config(
     )
     if row is None:
         return None
-    values: dict[str, Any] = {k: v for k, v in dict(row).items() if v is not None}
+    return config_of(dict(row))
+
+
+def config_of(row: Mapping[str, Any]) -> ChatConfig:
+    """A :class:`ChatConfig` from ``chat_id`` and the :data:`CONFIG_COLUMNS` (None: the
+    default)."""
+    values: dict[str, Any] = {k: v for k, v in row.items() if v is not None}
     values["trigger_words"] = tuple(values.get("trigger_words", ()))
     return ChatConfig(**values)
 
@@ -70,8 +85,10 @@ async def chat_config(
 async def set_chat_config(
     db: Executor, user_id: int, session_id: int, tg_chat_id: int, **settings: Any
 ) -> int:
-    """Create or change a chat's config (the chat row too). Returns VIBEE's chat id."""
-    unknown = set(settings) - set(_CONFIG_COLUMNS)
+    """Create or change a chat's config (the chat row too), and announce it on
+    :data:`CONFIG_CHANNEL` (delivered when the caller's transaction, if any, commits).
+    Returns VIBEE's chat id."""
+    unknown = set(settings) - set(CONFIG_COLUMNS)
     if unknown:
         raise ValueError(f"unknown chat settings: {sorted(unknown)}")
     chat_id = await db.fetchval(
@@ -91,13 +108,36 @@ async def set_chat_config(
         ", ".join(f"{col} = excluded.{col}" for col in settings) or "chat_id = excluded.chat_id"
     )
     await db.execute(
-        f"INSERT INTO chat_configs ({', '.join(columns)}) VALUES ({placeholders}) "  # noqa: S608 - column names are checked against _CONFIG_COLUMNS
+        f"INSERT INTO chat_configs ({', '.join(columns)}) VALUES ({placeholders}) "  # noqa: S608 - column names are checked against CONFIG_COLUMNS
         f"ON CONFLICT (chat_id) DO UPDATE SET {updates}, updated_at = now()",
         chat_id,
         user_id,
         *settings.values(),
     )
+    await db.execute(
+        "SELECT pg_notify($1, $2)", CONFIG_CHANNEL, f"{user_id}:{session_id}:{tg_chat_id}"
+    )
     return int(chat_id)
+
+
+async def announce_persona_change(db: Executor, user_id: int) -> None:
+    """Tell every pipeline that the user's persona changed (on :data:`CONFIG_CHANNEL`,
+    delivered when the caller's transaction, if any, commits)."""
+    await db.execute("SELECT pg_notify($1, $2)", CONFIG_CHANNEL, str(user_id))
+
+
+def parse_config_notice(payload: str) -> tuple[int, int | None, int | None] | None:
+    """(user, session, Telegram chat) of a :data:`CONFIG_CHANNEL` notice — session and chat
+    None for the user's persona — or None when unreadable."""
+    try:
+        parts = [int(part) for part in payload.split(":")]
+    except ValueError:
+        return None
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    if len(parts) == 1:
+        return parts[0], None, None
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ transaction, so a crash either before or after leaves one consistent truth.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +35,9 @@ class InboundRow:
     tg_date: datetime
     created_at: datetime
     reply_to_msg_id: int | None = None
+    stored_at: float | None = field(default=None, compare=False)
+    """When ingest's commit of this row returned (``time.time()``), if it handed the row
+    over; None when it was read back from the database."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +54,15 @@ class OutboxRow:
     attempts: int
 
 
-async def chats_with_work(db: Executor) -> list[tuple[int, int]]:
-    """(session, chat) of every chat with an unanswered message or an unsent reply."""
+async def chats_with_work(db: Executor, session_id: int | None = None) -> list[tuple[int, int]]:
+    """(session, chat) of every chat with an unanswered message or an unsent reply (of
+    one session, or of all)."""
     rows = await db.fetch(
         "SELECT DISTINCT session_id, tg_chat_id FROM messages "
-        "WHERE (direction = 'in' AND state = 'received') "
-        "OR (direction = 'out' AND state = 'pending')"
+        "WHERE ((direction = 'in' AND state = 'received') "
+        "OR (direction = 'out' AND state = 'pending')) "
+        "AND ($1::bigint IS NULL OR session_id = $1)",
+        session_id,
     )
     return [(r["session_id"], r["tg_chat_id"]) for r in rows]
 
@@ -153,36 +159,6 @@ async def record(
         "data) VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb)",
         [(r.user_id, r.session_id, chat_id, r.id, kind, reason, payload) for r in rows],
     )
-
-
-async def write_reply(
-    conn: Conn,
-    answered: Sequence[InboundRow],
-    text: str,
-    random_id: int,
-    reply_to_msg_id: int | None,
-    chat_id: int | None,
-    data: dict[str, Any],
-) -> int | None:
-    """In one transaction: the reply in the outbox (pending) and its messages done.
-    Returns the outbox id (None when this random_id was written before)."""
-    last = answered[-1]
-    async with conn.transaction():
-        outbox_id = await conn.fetchval(
-            "INSERT INTO messages (user_id, session_id, tg_chat_id, direction, text, "
-            "reply_to_msg_id, in_reply_to, random_id, state) "
-            "VALUES ($1, $2, $3, 'out', $4, $5, $6, $7, 'pending') "
-            "ON CONFLICT (session_id, random_id) DO NOTHING RETURNING id",
-            last.user_id,
-            last.session_id,
-            last.tg_chat_id,
-            text,
-            reply_to_msg_id,
-            last.id,
-            random_id,
-        )
-        await record(conn, answered, "done", "reply", "replied", chat_id=chat_id, data=data)
-    return int(outbox_id) if outbox_id is not None else None
 
 
 async def write_card(

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,13 @@ from tests.integration.telegram.world import AccountRef, ChatRef, SimWorld, even
 from vibee.ai.providers.openai_compat import OpenAICompatProvider
 from vibee.ai.router import ProviderSlot, Router
 from vibee.automation.ingest import Ingest
+from vibee.automation.lanes import Lane
+from vibee.automation.notices import ConfigNotices
 from vibee.automation.pipeline import Pipeline
 from vibee.runtime import CircuitBreaker, Supervisor
-from vibee.store import automation, sessions
+from vibee.store import Conn, automation, chats, outbox, sessions
 from vibee.store.db import _init_connection
+from vibee.store.inbox import InboxRow, store_batch
 from vibee.telegram.gateway import Gateway
 from vibee.telegram.manager import SessionManager
 from vibee.telegram.sim_gateway import SimGateway
@@ -38,7 +42,14 @@ async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
 class Vibee:
     """ai + ingest + pipeline + sessions + manager, as vibee/app.py composes them."""
 
-    def __init__(self, pool: asyncpg.Pool, world: SimWorld, llm_url: str, model: str = "gpt"):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        world: SimWorld,
+        llm_url: str,
+        model: str = "gpt",
+        sweep_s: float = 0.5,
+    ):
         provider = OpenAICompatProvider("openai", f"{llm_url}/openai/v1", model, "k", 10)
         self.router = Router(
             [ProviderSlot(provider, CircuitBreaker(f"pipeline-test:{id(self)}"))],
@@ -46,7 +57,12 @@ class Vibee:
         )
         self.sessions = Supervisor("sessions", concurrent_stop=True)
         self.pipeline = Pipeline(
-            pool, lambda: self.router, lambda: self.sessions, worker_count=4, sweep_s=0.5, seed=7
+            pool,
+            lambda: self.router,
+            lambda: self.sessions,
+            worker_count=4,
+            sweep_s=sweep_s,
+            seed=7,
         )
         self.ingest = Ingest(pool, 50, 500, self.pipeline.notify)
 
@@ -247,3 +263,248 @@ async def test_sniper_records_one_lead_per_sender_per_hour_and_tells_the_owner(
     assert await replies(sim_world, market, account) == []  # no invitation configured
     reasons = [r["reason"] for r in await pool.fetch("SELECT reason FROM analytics_events")]
     assert sorted(reasons) == ["lead", "lead", "lead_duplicate", "no_trigger"]
+
+
+async def test_forget_applies_a_config_change_at_once(
+    pool: asyncpg.Pool, sim_world: SimWorld, sim_llm: str
+) -> None:
+    user, session_id, account = await setup_account(pool, sim_world, "changes")
+    friend, _ = await sim_world.user()
+    chat = await sim_world.chat("private", [account.user_id, friend])
+    tg_chat = chat.seen_by(account.user_id)
+    await automation.set_chat_config(pool, user, session_id, tg_chat, mode="observe")
+    async with Vibee(pool, sim_world, sim_llm) as vibee:
+        await eventually(lambda: _connected(pool, user, session_id))
+        await sim_world.inject(chat, friend, "first, only watched")
+
+        async def reasons() -> list[str]:
+            rows = await pool.fetch("SELECT reason FROM analytics_events ORDER BY id")
+            return [r["reason"] for r in rows]
+
+        assert await eventually(reasons) == ["observe"]  # the config is in memory now
+        await automation.set_chat_config(
+            pool,
+            user,
+            session_id,
+            tg_chat,
+            mode="digital_twin",
+            reply_delay_min_s=0.0,
+            reply_delay_max_s=0.0,
+        )
+        vibee.pipeline.forget(user)  # what the API does after a change
+        await sim_world.inject(chat, friend, "second, to answer")
+        answered = await eventually(lambda: replies(sim_world, chat, account))
+        assert "second, to answer" in answered[0]["text"]
+    assert await reasons() == ["observe", "replied"]
+
+
+async def test_the_sweep_takes_owned_sessions_only_and_recover_takes_one_over(
+    pool: asyncpg.Pool,
+) -> None:
+    user = await vibee_user(pool, "owner-of-two")
+    mine = (await sessions.create(pool, user, "+15550001")).id
+    theirs = (await sessions.create(pool, user, "+15550002")).id
+    now = datetime.now(UTC)
+    async with pool.acquire() as conn:
+        await store_batch(
+            conn,
+            [
+                InboxRow(user, s, 10, "private", m, "in", 5, f"m{m}", None, m, 0, now)
+                for s in (mine, theirs)
+                for m in (1, 2)
+            ],
+        )
+    owned = {mine}
+    pipeline = Pipeline(
+        pool, lambda: None, lambda: None, sweep_s=3600, owns=owned.__contains__, seed=1
+    )
+    await pipeline.start()
+    try:
+
+        async def states(session_id: int) -> set[str]:
+            rows = await pool.fetch("SELECT state FROM messages WHERE session_id = $1", session_id)
+            return {r["state"] for r in rows}
+
+        await eventually(lambda: _equals(states(mine), {"skipped"}))  # observe: decided
+        await asyncio.sleep(0.5)
+        assert await states(theirs) == {"received"}  # another instance's
+        owned.add(theirs)
+        await pipeline.recover(theirs)  # this instance took it over
+        await eventually(lambda: _equals(states(theirs), {"skipped"}))
+    finally:
+        await pipeline.stop(10)
+
+
+async def _equals(value: Any, expected: object) -> bool:
+    return bool(await value == expected)
+
+
+async def test_a_reply_queued_elsewhere_goes_out_in_a_chat_the_pipeline_remembers(
+    pool: asyncpg.Pool, sim_world: SimWorld, sim_llm: str
+) -> None:
+    user, session_id, account = await setup_account(pool, sim_world, "queued")
+    friend, _ = await sim_world.user()
+    chat = await sim_world.chat("private", [account.user_id, friend])
+    tg_chat = chat.seen_by(account.user_id)
+    chat_row = await automation.set_chat_config(
+        pool,
+        user,
+        session_id,
+        tg_chat,
+        mode="digital_twin",
+        reply_delay_min_s=0.0,
+        reply_delay_max_s=0.0,
+    )
+    async with Vibee(pool, sim_world, sim_llm, sweep_s=3600) as vibee:  # no sweep to help
+        await eventually(lambda: _connected(pool, user, session_id))
+        await sim_world.inject(chat, friend, "hello")
+        await eventually(lambda: replies(sim_world, chat, account))  # remembered now
+        await chats.enqueue_send(pool, user, chat_row, "written in the app", None)
+        vibee.pipeline.notify([(session_id, tg_chat)])  # what the API's notice does
+
+        async def both() -> bool:
+            return len(await replies(sim_world, chat, account)) == 2
+
+        await eventually(both)
+    sent = await replies(sim_world, chat, account)
+    assert sent[1]["text"] == "written in the app"
+
+
+async def test_the_remembered_dialog_is_the_stored_one(
+    pool: asyncpg.Pool, sim_world: SimWorld, sim_llm: str
+) -> None:
+    user, session_id, account = await setup_account(pool, sim_world, "talker")
+    friend, _ = await sim_world.user()
+    chat = await sim_world.chat("private", [account.user_id, friend])
+    tg_chat = chat.seen_by(account.user_id)
+    await automation.set_chat_config(
+        pool,
+        user,
+        session_id,
+        tg_chat,
+        mode="digital_twin",
+        reply_delay_min_s=0.0,
+        reply_delay_max_s=0.0,
+    )
+    async with Vibee(pool, sim_world, sim_llm) as vibee:
+        await eventually(lambda: _connected(pool, user, session_id))
+        for n in range(3):
+            await sim_world.inject(chat, friend, f"question {n}")
+
+            async def answered(n: int = n) -> bool:
+                return len(await replies(sim_world, chat, account)) == n + 1
+
+            await eventually(answered)
+        await sim_world.inject(chat, account.user_id, "and one from my phone")
+        stored = await eventually(lambda: _dialog_of(pool, session_id, tg_chat, 7))
+        state = vibee.pipeline._chats.peek((session_id, tg_chat))
+        assert state is not None and state.dialog is not None and state.dialog.loaded
+        assert state.dialog.render() == stored
+
+
+async def _dialog_of(
+    pool: asyncpg.Pool, session_id: int, tg_chat: int, n: int
+) -> list[tuple[str, str]]:
+    """The stored dialog once it has ``n`` messages and no pending reply."""
+    dialog = await outbox.recent_dialog(pool, session_id, tg_chat)
+    pending = await outbox.pending(pool, session_id, tg_chat)
+    return dialog if len(dialog) == n and not pending else []
+
+
+async def test_a_lane_groups_concurrent_requests_and_isolates_a_bad_one(
+    pool: asyncpg.Pool,
+) -> None:
+    async def parse(conn: Conn, texts: list[str]) -> list[int]:
+        rows = await conn.fetch("SELECT x::int FROM unnest($1::text[]) AS x", texts)
+        return [r[0] for r in rows]
+
+    lane: Lane[str, int] = Lane("test", pool, parse)
+    runner = asyncio.create_task(lane.run())
+    try:
+        together = await asyncio.gather(*(lane.call(str(n)) for n in range(200)))
+        assert together == list(range(200))
+        assert lane.rounds <= 3  # the first alone, the others grouped
+        texts = [str(n) for n in range(50)]
+        texts[30] = "oops"
+        results = await asyncio.gather(*(lane.call(t) for t in texts), return_exceptions=True)
+        assert [r for i, r in enumerate(results) if i != 30] == [n for n in range(50) if n != 30]
+        assert isinstance(results[30], asyncpg.InvalidTextRepresentationError)
+        assert await lane.call("7") == 7  # the lane goes on
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_a_config_changed_by_another_instance_applies_at_once(
+    pool: asyncpg.Pool, sim_world: SimWorld, sim_llm: str, db_url: str
+) -> None:
+    user, session_id, account = await setup_account(pool, sim_world, "elsewhere")
+    friend, _ = await sim_world.user()
+    chat = await sim_world.chat("private", [account.user_id, friend])
+    tg_chat = chat.seen_by(account.user_id)
+    await automation.set_chat_config(pool, user, session_id, tg_chat, mode="observe")
+    other = await asyncpg.connect(db_url)  # another instance's API, say
+    try:
+        async with Vibee(pool, sim_world, sim_llm):
+            await eventually(lambda: _connected(pool, user, session_id))
+            await sim_world.inject(chat, friend, "first, only watched")
+
+            async def decided() -> int:
+                return int(await pool.fetchval("SELECT count(*) FROM analytics_events") or 0)
+
+            await eventually(decided)  # the config is in memory now
+            await automation.set_chat_config(
+                other,
+                user,
+                session_id,
+                tg_chat,
+                mode="digital_twin",
+                reply_delay_min_s=0.0,
+                reply_delay_max_s=0.0,
+            )
+            await sim_world.inject(chat, friend, "second, to answer")
+            answered = await eventually(lambda: replies(sim_world, chat, account))
+            assert "second, to answer" in answered[0]["text"]
+    finally:
+        await other.close()
+
+
+async def test_config_notices_arrive_and_a_lost_connection_counts_as_a_gap(
+    pool: asyncpg.Pool,
+) -> None:
+    user = await vibee_user(pool, "noticed")
+    session_id = (await sessions.create(pool, user, "+15550003")).id
+    changes: list[tuple[int, int | None, int | None]] = []
+    gaps: list[None] = []
+    notices = ConfigNotices(pool, lambda *c: changes.append(c), lambda: gaps.append(None))
+    runner = asyncio.create_task(notices.run())
+    try:
+
+        async def listening() -> bool:
+            return notices.listening
+
+        await eventually(listening)
+        await automation.set_chat_config(pool, user, session_id, 77, mode="observe")
+        await eventually(lambda: _equals(_now(changes), [(user, session_id, 77)]))
+        before = len(gaps)
+        killed = await pool.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+        )
+        assert killed == 1
+
+        async def back() -> bool:
+            return len(gaps) >= before + 2 and notices.listening  # lost, then listening anew
+
+        await eventually(back)
+        await automation.set_chat_config(pool, user, session_id, 78, mode="observe")
+        await eventually(lambda: _equals(_now(changes[1:]), [(user, session_id, 78)]))
+        await automation.announce_persona_change(pool, user)
+        await eventually(lambda: _equals(_now(changes[2:]), [(user, None, None)]))
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+async def _now(value: Any) -> Any:
+    return value

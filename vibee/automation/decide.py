@@ -1,0 +1,442 @@
+"""One turn of one chat: unsent replies out, messages decided, an answer written and sent.
+
+:class:`Decider` is what a pipeline worker runs for the chat it took (see
+:mod:`vibee.automation.pipeline`). It reads what memory does not know of the chat in one
+statement (:meth:`Decider._refresh`), decides each undecided message by the chat's
+policy, records the decisions, and for the messages to answer asks the model, writes the
+reply to the outbox (durably, before anything is sent) and hands it to the session.
+
+The overhead it measures (``vibee_pipeline_latency_seconds``) runs from the moment the
+last answered message was stored (ingest's commit returned; for a message read back from
+the database, its ``created_at``) to the moment the reply is handed to the session's send,
+less the model's call, the wait for "typing" and the part of the deliberate reply delay
+that came after that message. Under load, the model's call also takes the time the event
+loop spends on other chats meanwhile; that time is excluded with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from prometheus_client import Counter, Histogram
+
+from vibee.ai.base import Completion
+from vibee.ai.router import Router
+from vibee.automation.context import Profiles, compose_request, similar_replies
+from vibee.automation.events import EventSink, event
+from vibee.automation.facts import facts_of, lead_card, random_id_for
+from vibee.automation.lanes import Lane
+from vibee.automation.memory import CONFIG_TTL_S, LISTENING_TTL_S, Chats, ChatState, Line
+from vibee.automation.policy import Decision, PolicyError, decide
+from vibee.automation.rag import Rag
+from vibee.obs import tracing
+from vibee.runtime import Supervisor
+from vibee.store import automation, outbox, turns
+from vibee.store.inbox import FLAG_CHANNEL, FLAG_GROUP
+from vibee.telegram.gateway import GatewayError
+from vibee.telegram.session_actor import SessionActor
+
+ChatKey = tuple[int, int]
+"""(session id, Telegram chat id)."""
+
+REPLIES = Counter("vibee_replies", "Replies written to the outbox, by chat mode.", ["mode"])
+SENT = Counter("vibee_messages_sent", "Replies handed to Telegram and confirmed.")
+LATENCY = Histogram(
+    "vibee_pipeline_latency_seconds",
+    "Inbound stored → reply handed to Telegram, AI time and the deliberate reply delay excluded.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+MAX_TEXT = 4096
+ANSWERING = frozenset({"digital_twin", "sniper"})
+"""Modes that may reply: their chats keep a dialog in memory."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lanes:
+    """The statements a turn runs, each grouped across chats (:mod:`.lanes`)."""
+
+    loads: Lane[turns.LoadRequest, turns.Loaded]
+    replies: Lane[turns.ReplyWrite, turns.ReplyWritten]
+    records: Lane[list[turns.Decided], None]
+    sent: Lane[tuple[outbox.OutboxRow, int | None], None]
+
+    @classmethod
+    def on(cls, pool: asyncpg.Pool) -> Lanes:
+        """The four lanes over ``pool``."""
+        return cls(
+            Lane("load", pool, turns.load_batch),
+            Lane("reply", pool, turns.write_replies),
+            Lane("record", pool, turns.record_batch),
+            Lane("sent", pool, turns.mark_sent_batch),
+        )
+
+    def all(self) -> tuple[Lane[Any, Any], ...]:
+        """Every lane (to run their tasks)."""
+        return (self.loads, self.replies, self.records, self.sent)
+
+
+class Decider:
+    """What a worker does with the chat it took (see the module doc)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        router: Callable[[], Router | None],
+        sessions: Callable[[], Supervisor | None],
+        chats: Chats,
+        lanes: Lanes,
+        *,
+        profiles: Profiles,
+        listening: Callable[[], bool],
+        later: Callable[[ChatKey, float], None],
+        notify: Callable[[Iterable[ChatKey]], None],
+        seed: int,
+        max_retries: int,
+        rag: Callable[[], Rag | None],
+        events: EventSink,
+    ) -> None:
+        """``listening()``: config changes are announced now (configs may be kept long);
+        ``later(key, s)``: the chat is due again in ``s`` (its reply waits);
+        ``notify(keys)``: these chats have new work in the database (a lead card)."""
+        self._pool = pool
+        self._router = router
+        self._sessions = sessions
+        self._chats = chats
+        self._lanes = lanes
+        self._profiles = profiles
+        self._listening = listening
+        self._later = later
+        self._notify = notify
+        self._seed = seed
+        self._max_retries = max_retries
+        self._rag = rag
+        self._events = events
+
+    def _actor(self, session_id: int) -> SessionActor | None:
+        sessions = self._sessions()
+        child = sessions.get(f"session:{session_id}") if sessions is not None else None
+        return child if isinstance(child, SessionActor) else None
+
+    async def _refresh(self, state: ChatState) -> list[outbox.OutboxRow]:
+        """Read what memory does not know of the chat, in one round trip (none when it
+        knows everything; two when a config just read says the chat now answers and its
+        dialog is needed). Returns the unsent replies found."""
+        pending: list[outbox.OutboxRow] = []
+        for _ in range(2):
+            now = time.monotonic()
+            want_config = state.config is None or state.config_until <= now
+            want_work = not state.work_known
+            mode = state.config.mode if state.config is not None else None
+            answering = mode is None or mode in ANSWERING
+            want_dialog = answering and (state.dialog is None or not state.dialog.loaded)
+            if not (want_config or want_work or want_dialog):
+                break
+            gen = self._chats.gen()
+            epoch = state.config_epoch
+            if want_dialog:
+                self._chats.dialog(state)  # lines handed over during the read are kept
+            loaded = await self._lanes.loads.call(
+                turns.LoadRequest(state.key, want_config, want_work, want_dialog)
+            )
+            state.user_id = loaded.user_id if loaded.user_id is not None else state.user_id
+            if want_config:
+                config = loaded.config or automation.ChatConfig(chat_id=0)
+                ttl = LISTENING_TTL_S if self._listening() else CONFIG_TTL_S
+                if state.config_epoch != epoch:
+                    ttl = 0.0  # changed while it was read: good for this turn only
+                state.set_config(config, now + ttl)
+            if want_work:
+                self._chats.load_rows(state, loaded.received or [], gen)
+                pending = loaded.pending or []
+            if state.config is not None and state.config.mode not in ANSWERING:
+                self._chats.drop_dialog(state)
+            elif want_dialog and state.dialog is not None:
+                state.dialog.load(loaded.dialog or [], gen)
+        return pending
+
+    async def process(self, key: ChatKey) -> None:
+        """One turn of a chat: its unsent replies, then its undecided messages."""
+        state = self._chats.get(key)
+        actor = self._actor(key[0])
+        for item in await self._refresh(state):
+            if not await self._send(state, item, actor):
+                state.work_known = False  # read it again next time
+                return  # keep the order: nothing newer goes out before it
+        rows = state.undecided()
+        if not rows:
+            return
+        tracing.link_messages((r.session_id, r.tg_chat_id, r.message_id) for r in rows)
+        state.user_id = rows[0].user_id
+        config, policy = state.config, state.policy
+        assert config is not None
+        chat_id = config.chat_id or None
+        if isinstance(policy, PolicyError) or policy is None:
+            # written before validation existed: say so, do nothing
+            detail = str(policy) if policy is not None else "no policy"
+            await self._record(state, rows, "skipped", "decision", "invalid_config", detail)
+            return
+        ours = await self._ours(state, [r.reply_to_msg_id for r in rows if r.reply_to_msg_id])
+        now = datetime.now(UTC)
+        last = await self._last_reply(state) if policy.cooldown_s > 0 else None
+        answer: list[outbox.InboundRow] = []
+        skipped: list[turns.Decided] = []
+        delay = 0.0
+        for row in rows:
+            # one generator per message: deciding it again (a coalescing pass, a recovery)
+            # draws the same probability and delay
+            rng = random.Random(f"{self._seed}:{row.id}")
+            decision = decide(
+                policy, facts_of(row, actor, ours), now=now, last_reply_at=last, rng=rng
+            )
+            if decision.action == "lead" and decision.trigger is not None:
+                await self._lead(state, row, decision, config, actor)
+                if decision.also_reply:
+                    answer.append(row)
+                    delay = max(delay, decision.delay_s)
+            elif decision.action == "reply":
+                answer.append(row)
+                delay = max(delay, decision.delay_s)
+            else:
+                data = turns.payload(decision.detail)
+                skipped.append(
+                    turns.Decided([row], "skipped", "decision", decision.reason, chat_id, data)
+                )
+        if skipped:
+            await self._lanes.records.call(skipped)
+            self._chats.decided(state, [r for d in skipped for r in d.rows])
+        if not answer:
+            return
+        if state.reply_at is None:
+            state.reply_at = time.monotonic() + delay
+            state.wait_from, state.wait_until = time.time(), time.time() + delay
+        if time.monotonic() < state.reply_at:
+            self._later(key, state.reply_at - time.monotonic())  # gather what comes meanwhile
+            return
+        state.reply_at = None
+        await self._answer(state, answer, config, actor)
+
+    async def _ours(self, state: ChatState, replied_to: list[int]) -> set[int]:
+        """Which of ``replied_to`` are the account's own messages (memory, else Postgres)."""
+        known = {m for m in replied_to if m in state.ours}
+        unknown = [m for m in replied_to if m not in state.ours]
+        if unknown:
+            found = await outbox.ours_among(self._pool, *state.key, unknown)
+            for message_id in found:
+                state.add_ours(message_id)
+            known |= found
+        return known
+
+    async def _last_reply(self, state: ChatState) -> datetime | None:
+        if not state.last_reply_known:
+            state.last_reply_at = await outbox.last_reply_at(self._pool, *state.key)
+            state.last_reply_known = True
+        return state.last_reply_at
+
+    async def _record(
+        self,
+        state: ChatState,
+        rows: Sequence[outbox.InboundRow],
+        reason_state: str,
+        kind: str,
+        reason: str,
+        detail: str = "",
+    ) -> None:
+        chat_id = (state.config.chat_id or None) if state.config is not None else None
+        decided = turns.Decided(rows, reason_state, kind, reason, chat_id, turns.payload(detail))
+        await self._lanes.records.call([decided])
+        self._chats.decided(state, rows)
+
+    async def _answer(
+        self,
+        state: ChatState,
+        rows: list[outbox.InboundRow],
+        config: automation.ChatConfig,
+        actor: SessionActor | None,
+    ) -> None:
+        """Ask the model, write the reply to the outbox, send it."""
+        router = self._router()
+        if router is None:
+            return
+        last = rows[-1]
+        persona, examples = await self._profiles.get(last.user_id)
+        dialog = state.dialog.render() if state.dialog is not None else []
+        similar = await similar_replies(rows, config, self._rag())
+        request = compose_request(rows, config, persona, examples, dialog, similar)
+        typing = _Typing(actor, last.tg_chat_id)  # shown while the model writes
+        try:
+            ai_started = time.monotonic()
+            answer = await router.complete(request, user_id=last.user_id)
+            ai_s = time.monotonic() - ai_started
+            if not isinstance(answer, Completion):
+                if answer.reason == "quota":
+                    self._events.publish(
+                        last.user_id,
+                        event("quota.exhausted", session_id=last.session_id, chat=last.tg_chat_id),
+                    )
+                await self._record(
+                    state, rows, "skipped", "decision", f"ai_{answer.reason}", answer.detail
+                )
+                return
+            text = answer.text[:MAX_TEXT]
+            reply_to = last.message_id if (last.flags & (FLAG_GROUP | FLAG_CHANNEL)) else None
+            random_id = random_id_for(last.session_id, last.id)
+            data = {"provider": answer.provider, "canned": answer.canned, "answered": len(rows)}
+            written = await self._lanes.replies.call(
+                turns.ReplyWrite(
+                    rows,
+                    text,
+                    random_id,
+                    reply_to,
+                    config.chat_id or None,
+                    turns.payload("", data),
+                    actor.epoch if actor is not None else None,
+                )
+            )
+            self._chats.decided(state, rows)
+            REPLIES.labels(config.mode).inc()
+            if written.outbox_id is None:
+                state.work_known = False  # written before: read its state again
+                return
+            state.last_reply_at, state.last_reply_known = written.created_at, True
+            item = outbox.OutboxRow(
+                written.outbox_id,
+                last.user_id,
+                last.session_id,
+                last.tg_chat_id,
+                text,
+                random_id,
+                reply_to,
+                0,
+            )
+            if state.dialog is not None:
+                line = Line(item.id, "out", text, None, False, self._chats.gen(), ours=True)
+                state.dialog.add(line)
+            telegram_s = await typing.finish()
+            # stored → handed to the gateway, less what is not the pipeline's own doing:
+            # the model, "typing" and the deliberate delay (the part of it after the message)
+            stored = last.stored_at if last.stored_at is not None else last.created_at.timestamp()
+            waited = max(0.0, state.wait_until - max(stored, state.wait_from))
+            state.wait_from = state.wait_until = 0.0
+            if actor is not None and actor.connected.is_set():
+                LATENCY.observe(max(0.0, time.time() - stored - ai_s - telegram_s - waited))
+            if not await self._send(state, item, actor):
+                state.work_known = False  # the sweep (or the next message) comes back to it
+        finally:
+            await typing.cancel()
+
+    async def _lead(
+        self,
+        state: ChatState,
+        row: outbox.InboundRow,
+        decision: Decision,
+        config: automation.ChatConfig,
+        actor: SessionActor | None,
+    ) -> None:
+        assert decision.trigger is not None
+        lead_id = await automation.add_lead_if_new(
+            self._pool,
+            row.user_id,
+            row.session_id,
+            config.chat_id,
+            row.sender_id,
+            row.id,
+            decision.trigger,
+            row.text,
+            datetime.now(UTC),
+        )
+        reason = "lead" if lead_id is not None else "lead_duplicate"
+        await self._record(state, [row], "done", "lead", reason, decision.detail)
+        if lead_id is None:
+            return
+        self._events.publish(
+            row.user_id,
+            event(
+                "lead",
+                lead_id=lead_id,
+                session_id=row.session_id,
+                chat=row.tg_chat_id,
+                trigger=decision.trigger,
+            ),
+        )
+        target = config.lead_chat_id or (actor.telegram_user_id if actor is not None else None)
+        if target is None:
+            return  # no lead chat and the session is not connected here: the lead is stored
+        card = lead_card(row, decision.trigger)
+        random_id = random_id_for(row.session_id, -lead_id)
+        if await outbox.write_card(
+            self._pool, row.user_id, row.session_id, target, card, random_id
+        ):
+            self._notify([(row.session_id, target)])
+
+    async def _send(
+        self, state: ChatState, item: outbox.OutboxRow, actor: SessionActor | None
+    ) -> bool:
+        """Send one outbox row; True when it is settled (sent or dead), False to retry."""
+        if actor is None or not actor.connected.is_set():
+            return False  # this instance does not run the session now; the sweep comes back
+        try:
+            with tracing.span("telegram.send", session_id=item.session_id, outbox_id=item.id):
+                message_id = await actor.send(
+                    item.tg_chat_id, item.text, item.random_id, item.reply_to_msg_id
+                )
+        except GatewayError as exc:
+            if exc.permanent or exc.ends_session:
+                await outbox.dead_letter(self._pool, item, exc.message, item.attempts + 1)
+            else:
+                attempts = await outbox.count_attempt(self._pool, item.id, exc.message)
+                if attempts < self._max_retries:
+                    return False
+                await outbox.dead_letter(self._pool, item, exc.message, attempts)
+            if state.dialog is not None:
+                state.dialog.drop(item.id)
+            return True
+        await self._lanes.sent.call((item, message_id))
+        if message_id is not None:
+            state.add_ours(message_id)
+        if state.dialog is not None:
+            state.dialog.sent(item.id, item.text, message_id, self._chats.gen())
+        SENT.inc()
+        self._events.publish(
+            item.user_id,
+            event(
+                "reply.sent",
+                outbox_id=item.id,
+                session_id=item.session_id,
+                chat=item.tg_chat_id,
+                message_id=message_id,
+            ),
+        )
+        return True
+
+
+class _Typing:
+    """ "typing…" in a chat while the model writes: started at once, awaited before the
+    send (the wait then is Telegram's time, not the pipeline's), cancelled otherwise."""
+
+    def __init__(self, actor: SessionActor | None, chat_id: int) -> None:
+        self._task = (
+            asyncio.ensure_future(actor.typing(chat_id))
+            if actor is not None and actor.connected.is_set()
+            else None
+        )
+
+    async def finish(self) -> float:
+        """Wait for it to be shown; returns how long that took from now."""
+        if self._task is None:
+            return 0.0
+        started = time.monotonic()
+        await asyncio.shield(self._task)
+        return time.monotonic() - started
+
+    async def cancel(self) -> None:
+        """Stop it if it still runs, and wait for it to end."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.wait((self._task,))

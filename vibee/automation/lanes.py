@@ -1,0 +1,205 @@
+"""Lanes: statements from many workers, run together on one connection (group commit).
+
+A worker calls :meth:`Lane.call` and waits for its result as if it ran the statement
+itself — and when the lane is idle it does: it runs its request at once on the lane's
+connection. The requests that arrive while a round runs queue up, and the lane's task
+runs all of them (up to ``max_batch``) in the next round, in one statement — one round
+trip and one commit however many workers asked. Under light load a round holds one
+request and costs what a direct call costs; under heavy load the rounds grow instead of
+the queue. One round at a time uses the connection.
+
+The lane holds its pool connection while it has work and for ``linger_s`` after (handing a
+connection back makes asyncpg reset it: one more round trip), then returns it, so a small
+pool is never starved by an idle pipeline. Every queue is bounded (``queue_size``): a
+worker waits for room. A round that fails fails every request in it (each worker retries
+its chat) and the connection is dropped for a fresh one — unless the server refused the
+statement for its data (say a row whose session was deleted meanwhile): then the round
+runs again one request at a time, so that one bad request does not fail the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from vibee.store import Conn
+
+log = logging.getLogger("vibee.automation.lanes")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_NOT_THE_DATA = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+)
+"""Server errors that are about the connection or the server, not about the data."""
+
+
+def _about_the_data(exc: BaseException) -> bool:
+    """Whether running the requests of a failed round one by one may help: the server
+    refused the statement for what was in it (a constraint, a bad value)."""
+    return isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, _NOT_THE_DATA)
+
+
+class Lane(Generic[T, R]):
+    """Requests of type ``T`` run in rounds by ``run_batch(conn, items) -> results`` (one
+    result per item, in order). Run :meth:`run` in a task the caller owns."""
+
+    def __init__(
+        self,
+        name: str,
+        pool: asyncpg.Pool,
+        run_batch: Callable[[Conn, list[T]], Awaitable[Sequence[R]]],
+        *,
+        max_batch: int = 256,
+        queue_size: int = 4096,
+        linger_s: float = 0.25,
+    ) -> None:
+        self.name = name
+        self._pool = pool
+        self._run_batch = run_batch
+        self._max_batch = max_batch
+        self._linger_s = linger_s
+        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue(queue_size)
+        self._conn: PoolConnectionProxy[asyncpg.Record] | None = None
+        self._lock = asyncio.Lock()
+        """Held by whoever runs a round on the connection (the lane's task or a caller)."""
+        self._used = 0.0
+        self.rounds = 0
+        self.requests = 0
+
+    async def call(self, item: T) -> R:
+        """Run ``item`` in the next round and return its result (or raise its error).
+        When the lane is idle, the caller runs its own round at once (no hand-off)."""
+        if self._queue.empty() and not self._lock.locked():
+            async with self._lock:
+                return await self._lead(item)
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        await self._queue.put((item, future))
+        return await future
+
+    async def run(self) -> None:
+        """Serve rounds until cancelled (then hand the connection back)."""
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self._linger_s):
+                        first = await self._queue.get()
+                except TimeoutError:
+                    await self._release_if_idle()
+                    continue
+                batch = [first]
+                while len(batch) < self._max_batch and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                batch = [(item, future) for item, future in batch if not future.done()]
+                if batch:
+                    async with self._lock:
+                        await self._round(batch)
+        finally:
+            while not self._queue.empty():
+                self._queue.get_nowait()[1].cancel()
+            self._drop()
+
+    async def _release_if_idle(self) -> None:
+        """Give the connection back to the pool once unused for ``linger_s``."""
+        idle = time.monotonic() - self._used >= self._linger_s
+        if self._conn is not None and idle and not self._lock.locked():
+            async with self._lock:
+                await self._release()
+
+    async def _lead(self, item: T) -> R:
+        """A round of one, run by its caller (holding the lock)."""
+        self.rounds += 1
+        self.requests += 1
+        try:
+            conn = await self._connection()
+            (result,) = await self._run_batch(conn, [item])
+        except asyncio.CancelledError:
+            self._drop()  # the statement may still run: the connection is not reusable
+            raise
+        except Exception as exc:
+            if not _about_the_data(exc):
+                await self._release(broken=True)
+            raise
+        finally:
+            self._used = time.monotonic()
+        return result
+
+    async def _round(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        self.rounds += 1
+        self.requests += len(batch)
+        try:
+            conn = await self._connection()
+            results = await self._run_batch(conn, [item for item, _ in batch])
+        except asyncio.CancelledError:
+            for _, future in batch:  # the lane is going away: so are its callers' requests
+                future.cancel()
+            self._drop()
+            raise
+        except Exception as exc:
+            if not _about_the_data(exc):
+                await self._release(broken=True)  # a fresh connection for the next round
+                _fail(batch, exc)
+            elif len(batch) == 1:
+                _fail(batch, exc)
+            else:
+                log.warning(
+                    "a grouped statement failed; running its requests one by one",
+                    extra={"lane": self.name, "requests": len(batch), "error": repr(exc)},
+                )
+                for one in batch:
+                    await self._round([one])
+            return
+        finally:
+            self._used = time.monotonic()
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    async def _connection(self) -> PoolConnectionProxy[asyncpg.Record]:
+        if self._conn is None:
+            conn = await self._pool.acquire()
+            try:
+                # the lane's statements take arrays: a custom plan is no better than the
+                # generic one, and planning them costs more than running them (the pool's
+                # reset on release undoes this)
+                await conn.execute("SET plan_cache_mode = force_generic_plan")
+            except BaseException:
+                await self._pool.release(conn)
+                raise
+            self._conn = conn
+        return self._conn
+
+    def _drop(self) -> None:
+        """Forget the connection, closing it (asyncpg then hands it back to the pool)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.terminate()
+            except Exception as exc:  # already released by asyncpg when it broke
+                log.debug("connection gone", extra={"lane": self.name, "error": repr(exc)})
+
+    async def _release(self, *, broken: bool = False) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if broken:
+                conn.terminate()
+            await self._pool.release(conn)
+        except Exception as exc:  # broken or already gone: the pool replaces it
+            log.debug("connection not handed back", extra={"lane": self.name, "error": repr(exc)})
+
+
+def _fail(batch: list[tuple[T, asyncio.Future[R]]], exc: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(exc)
