@@ -187,10 +187,10 @@ class _Current:
         """True while this instance runs the session (holds its lease)."""
         return self.manager is not None and self.manager.owns(session_id)
 
-    def gained(self, session_id: int) -> None:
+    async def gained(self, session_id: int) -> None:
         """This instance just took a session: finish what its previous owner left."""
         if self.pipeline is not None:
-            self.pipeline.wake()
+            await self.pipeline.recover(session_id)
 
     def on_bus(self, message: Message) -> None:
         """A notice from another instance (or from this one, looped back)."""
@@ -264,6 +264,7 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
             worker_count=config.workers.worker_count,
             max_retries=config.workers.max_retries,
             sweep_s=config.workers.sweep_s,
+            owns=current.owns if gateways is not None else None,
             events=sink,
         )
         return current.pipeline

@@ -3,6 +3,8 @@
 The change itself is already durable when a notice goes out; the notice only makes the
 instance concerned act now rather than at its next sweep (a few seconds), so a lost
 notice (Redis down) delays, never loses. Locally the bus loops back to this process.
+(Changed chat configs and personas are announced by Postgres itself, ``NOTIFY`` from the
+store: see :mod:`vibee.automation.notices`.)
 """
 
 from __future__ import annotations
@@ -20,10 +22,6 @@ class Notices(Protocol):
         """A message was queued in the chat's outbox: the session's owner sends it."""
         ...
 
-    async def user_changed(self, user_id: int) -> None:
-        """The user's chat configs or persona changed: every instance forgets its copies."""
-        ...
-
     async def sessions_changed(self) -> None:
         """A session was added, authorized or deleted: every instance sweeps."""
         ...
@@ -33,9 +31,6 @@ class NoNotices:
     """Nobody to tell (an API app without the daemon around it, in tests)."""
 
     async def chat_has_work(self, session_id: int, tg_chat_id: int) -> None:
-        """Nothing."""
-
-    async def user_changed(self, user_id: int) -> None:
         """Nothing."""
 
     async def sessions_changed(self) -> None:
@@ -56,10 +51,6 @@ class BusNotices:
             return  # the owner's sweep finds the message
         if owner is not None:
             await self._coord.bus.send(owner, {"t": "chat", "s": session_id, "c": tg_chat_id})
-
-    async def user_changed(self, user_id: int) -> None:
-        """Tell everyone."""
-        await self._coord.bus.send(None, {"t": "forget", "u": user_id})
 
     async def sessions_changed(self) -> None:
         """Tell everyone."""

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from vibee.store import Executor
+from vibee.store import Executor, automation
 
 
 class ChatNotFound(LookupError):
@@ -158,6 +158,7 @@ async def set_persona(
         style_rules,
         list(examples),
     )
+    await automation.announce_persona_change(db, user_id)  # every instance forgets its copy
 
 
 async def leads(db: Executor, user_id: int, limit: int) -> list[LeadRow]:

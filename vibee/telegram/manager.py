@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -79,7 +79,7 @@ class SessionManager(Service):
         sweep_s: float = 5.0,
         events: EventSink | None = None,
         coordinator: Coordinator | None = None,
-        on_gained: Callable[[int], None] = lambda _: None,
+        on_gained: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__("session-manager", graceful=True)
         self._events = events
@@ -203,13 +203,17 @@ class SessionManager(Service):
             shutdown_timeout=5.0,
         )
         self._held[row.id] = held
+        if self._on_gained is not None:
+            try:  # before the actor runs: what the previous owner left is scheduled first
+                await self._on_gained(row.id)
+            except DB_ERRORS as exc:  # the pipeline's sweep finds it instead
+                log.warning("cannot recover the session's work now", extra={"error": repr(exc)})
         try:
             await supervisor.add_child(spec)
         except (DuplicateChildError, SupervisorNotRunning, ChildStartError):
             del self._held[row.id]
             return False
         log.info("session placed here", extra={"session_id": row.id, "epoch": held.lease.epoch})
-        self._on_gained(row.id)
         return True
 
     async def _give_back(self, held: list[_Held]) -> None:

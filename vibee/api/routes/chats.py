@@ -180,7 +180,6 @@ async def put_config(call: Call) -> web.Response:
         )
     except LookupError:
         raise NotFound(f"no chat {chat.id}") from None
-    await call.ctx.notices.user_changed(call.user.id)
     return await _effective(call, chat)
 
 
@@ -218,7 +217,6 @@ async def put_persona(call: Call) -> web.Response:
     await chats.set_persona(
         call.ctx.pool(), call.user.id, body.name, body.bio, body.style_rules, body.examples
     )
-    await call.ctx.notices.user_changed(call.user.id)
     return await get_persona(call)
 
 
