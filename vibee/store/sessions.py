@@ -216,10 +216,14 @@ async def fence(db: Executor, epochs: dict[int, int]) -> list[SessionRow]:
     already (the lease is stale: another holder came after it) or is gone."""
     if not epochs:
         return []
+    # FOR UPDATE first: it waits for a reply being written under the old epoch (which
+    # holds the row FOR KEY SHARE; see store.turns), where a plain UPDATE would not
     records = await db.fetch(
+        "WITH lk AS (SELECT id FROM telegram_sessions WHERE id = ANY($1::bigint[]) "
+        "ORDER BY id FOR UPDATE) "
         "UPDATE telegram_sessions AS s SET epoch = v.epoch "
         "FROM unnest($1::bigint[], $2::bigint[]) AS v(id, epoch) "
-        "WHERE s.id = v.id AND s.epoch < v.epoch "
+        "WHERE s.id = v.id AND s.id IN (SELECT id FROM lk) AND s.epoch < v.epoch "
         "RETURNING s.id, s.user_id, s.phone, s.telegram_user_id, s.state, s.state_reason, "
         "s.phone_code_hash, s.credential, s.credential_key_id, s.last_seq, s.created_at, "
         "s.updated_at",

@@ -122,14 +122,16 @@ async def load_chats(
 
 
 # A reply whose writer no longer holds the session's lease (``ep``: its epoch, NULL when
-# unfenced) is left out, with its messages: the session's row is read FOR SHARE, so a new
-# holder's fence (an UPDATE of the epoch) either waits for this statement or, committed
-# first, is seen by it. The new holder then reads these messages as still undecided.
+# unfenced) is left out, with its messages: the session's row is read FOR KEY SHARE, so a
+# new holder's fence (which locks the row FOR UPDATE) either waits for this statement or,
+# committed first, is seen by it; the new holder then reads these messages as still
+# undecided. KEY SHARE, not SHARE: ingest's and the actor's updates of the same row
+# (last_seq, state) must not wait for replies, nor replies for them.
 _WRITE_REPLIES = (
     "WITH r AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], "
     "$5::bigint[], $6::bigint[], $7::bigint[], $13::bigint[]) AS r(u, s, c, x, rt, irt, rid, ep)), "
     "fence AS (SELECT t.id, t.epoch FROM telegram_sessions t "
-    "WHERE t.id IN (SELECT s FROM r WHERE ep IS NOT NULL) ORDER BY t.id FOR SHARE), "
+    "WHERE t.id IN (SELECT s FROM r WHERE ep IS NOT NULL) ORDER BY t.id FOR KEY SHARE), "
     "ok AS (SELECT r.* FROM r WHERE r.ep IS NULL "
     "OR EXISTS (SELECT 1 FROM fence f WHERE f.id = r.s AND f.epoch = r.ep)), "
     "ins AS (INSERT INTO messages (user_id, session_id, tg_chat_id, direction, text, "

@@ -57,8 +57,11 @@ async def test_a_new_holder_and_the_old_one_racing_answer_once(
     try:
         transaction = old.transaction()
         await transaction.start()
-        first = await turns.write_replies(old, [reply(rows, 1)])  # holds FOR SHARE
+        first = await turns.write_replies(old, [reply(rows, 1)])  # holds FOR KEY SHARE
         assert first[0].outbox_id is not None
+        # ingest and the actor update the same row meanwhile, without waiting for it
+        await asyncio.wait_for(sessions.save_last_seq(new, session, 42), 5)
+        await asyncio.wait_for(sessions.set_state(new, session, "connected", epoch=1), 5)
         fencing = asyncio.create_task(sessions.fence(new, {session: 2}))
         await asyncio.sleep(0.2)
         assert not fencing.done()  # the new holder waits for the old one's statement
