@@ -110,8 +110,11 @@ async def spawn(body: Coroutine[Any, Any, None], *, name: str) -> asyncio.Task[N
     return task
 
 
-async def stop_task(task: asyncio.Task[Any], timeout: float, *, name: str) -> None:
-    """Wait up to ``timeout`` s (``inf``: no limit) for ``task`` to end, then cancel it.
+async def stop_task(
+    task: asyncio.Task[Any], timeout: float, *, name: str, grace: float = CANCEL_GRACE
+) -> None:
+    """Wait up to ``timeout`` s (``inf``: no limit) for ``task`` to end, then cancel it
+    and give its clean-up ``grace`` s before reporting it as still running.
 
     Never raises the task's own exception (its owner reads that from the task). When the
     caller is cancelled, ``task`` is cancelled too and the ``CancelledError`` propagates.
@@ -127,7 +130,7 @@ async def stop_task(task: asyncio.Task[Any], timeout: float, *, name: str) -> No
                 )
         if not task.done():
             task.cancel()
-            await asyncio.wait((task,), timeout=CANCEL_GRACE)
+            await asyncio.wait((task,), timeout=grace)
             if not task.done():
                 log.error("still running after cancellation", extra={"actor": name})
     except asyncio.CancelledError:
@@ -395,10 +398,15 @@ class Service:
         self._task = await spawn(self._main(), name=f"service:{self._name}")
 
     async def stop(self, timeout: float) -> None:
-        """Set :attr:`stopping`; cancel :meth:`run` (after ``timeout`` s if graceful)."""
+        """Set :attr:`stopping`; cancel :meth:`run` (after ``timeout`` s if graceful,
+        else at once, its clean-up then having up to ``timeout`` s)."""
         self.stopping.set()
         if self._task is not None:
-            await stop_task(self._task, timeout if self._graceful else 0, name=self._name)
+            if self._graceful:
+                await stop_task(self._task, timeout, name=self._name)
+            else:
+                grace = CANCEL_GRACE if math.isinf(timeout) else max(CANCEL_GRACE, timeout)
+                await stop_task(self._task, 0, name=self._name, grace=grace)
 
     async def wait(self) -> None:
         """Wait for the service to end; raises what it crashed with (never cancels it)."""
