@@ -163,6 +163,11 @@ async def bench(db_url: str, sim_url: str, llm: str, args: argparse.Namespace) -
                 cluster.start(leaving).wait_for("vibee ready")
                 await wait_until(lambda: balanced(cluster, names), timeout=120)
             total = n * 2 + args.runs * args.accounts
+            skipped = await pool.fetchval(
+                "SELECT count(*) FROM messages WHERE direction = 'in' AND state = 'skipped'"
+            )
+            if skipped:
+                raise SystemExit(f"failover bench: {skipped} messages were skipped (quota?)")
             await wait_until(lambda: all_done(pool, total), timeout=300)
             lost, duplicates, worst = await exactly_once(cluster, pool)
         finally:

@@ -202,11 +202,13 @@ class Figures:
         """The value at ``path`` formatted, with ``unit`` when there is a value."""
         return with_unit(self.get(*path, optional=optional), unit)
 
-    def each(self, *path: str) -> list[Figures]:
-        """One ``Figures`` per object of the list at ``path``."""
+    def each(self, *path: str, optional: bool = False) -> list[Figures]:
+        """One ``Figures`` per object of the list at ``path`` (``optional``: its absence
+        is not reported as missing)."""
         items = self._lookup(path)[1]  # not noted: its items' keys are, one by one
         if not isinstance(items, list):
-            self._seen.missing.add(self._prefix + path)
+            if not optional:
+                self._seen.missing.add(self._prefix + path)
             return []
         prefix = (*self._prefix, *path, "[]")
         return [Figures(item, prefix, self._seen) for item in items if isinstance(item, Mapping)]
@@ -647,29 +649,39 @@ def render_api(f: Figures) -> list[Part]:
 
 def render_pipeline(f: Figures) -> list[Part]:
     """bench/pipeline.py: replies end to end at several rates and AI latencies, and ingest."""
-    rows = []
-    for case in f.each("cases"):
-        rows.append(
-            [
-                case.num("ai_latency_ms", unit="ms"),
-                case.num("offered_msgs_per_s"),
-                case.num("messages"),
-                case.num("replies_sent"),
-                case.num("replies_per_s"),
-                ms_or_s(case.get("overhead_p50_ms_at_most")),
-                ms_or_s(case.get("overhead_p99_ms_at_most")),
-            ]
-        )
     header = [
         "AI latency",
         "offered msgs/s",
+        "arriving every",
         "messages",
         "replies sent",
         "replies/s",
         "overhead p50 ≤",
         "p99 ≤",
+        "end to end p50 / p99 (ms)",
     ]
-    parts: list[Part] = [Table(header, rows)]
+    parts: list[Part] = []
+    for key in ("cases", "smooth_cases"):
+        rows = []
+        for case in f.each(key, optional=key == "smooth_cases"):  # newer runs only
+            rows.append(
+                [
+                    case.num("ai_latency_ms", unit="ms"),
+                    case.num("offered_msgs_per_s"),
+                    case.num("tick_ms", unit="ms", optional=True),
+                    case.num("messages"),
+                    case.num("replies_sent"),
+                    case.num("replies_per_s"),
+                    ms_or_s(case.get("overhead_p50_ms_at_most")),
+                    ms_or_s(case.get("overhead_p99_ms_at_most")),
+                    pair(
+                        case.num("end_to_end_p50_ms", optional=True),
+                        case.num("end_to_end_p99_ms", optional=True),
+                    ),
+                ]
+            )
+        if rows:
+            parts.append(Table(header, rows))
 
     cases = [c for c in f.each("cases") if c.get("ai_latency_ms", optional=True) == 0]
     best = max(

@@ -338,12 +338,12 @@ def test_pipeline_rows_from_its_json() -> None:
     block = report.render("pipeline", PIPELINE, RUN)
     table = [r for r in rows(block) if r[0] in ("0 ms", "500 ms")]
     assert table == [
-        ["0 ms", "100", "100", "100", "100", "25 ms", "100 ms"],
-        ["0 ms", "1,000", "1,000", "1,000", "644", "500 ms", "1 s"],
-        ["0 ms", "5,000", "5,000", "1,514", "449", "1 s", "2.5 s"],
-        ["500 ms", "100", "100", "100", "70", "25 ms", "25 ms"],
-        ["500 ms", "1,000", "1,000", "1,000", "437", "500 ms", "2.5 s"],
-        ["500 ms", "5,000", "5,000", "1,968", "379", "1 s", "—"],
+        ["0 ms", "100", "—", "100", "100", "100", "25 ms", "100 ms", "—"],
+        ["0 ms", "1,000", "—", "1,000", "1,000", "644", "500 ms", "1 s", "—"],
+        ["0 ms", "5,000", "—", "5,000", "1,514", "449", "1 s", "2.5 s", "—"],
+        ["500 ms", "100", "—", "100", "100", "70", "25 ms", "25 ms", "—"],
+        ["500 ms", "1,000", "—", "1,000", "1,000", "437", "500 ms", "2.5 s", "—"],
+        ["500 ms", "5,000", "—", "5,000", "1,968", "379", "1 s", "—", "—"],
     ]
     assert row(block, "replies/s, best")[1:] == ["644", "≥ 1,000", "**fail**"]
     assert row(block, "overhead p50 at 1,000")[1:] == ["≤ 500 ms", "≤ 1 ms", "**fail**"]
@@ -361,7 +361,7 @@ def test_pipeline_json_that_changed_shape_renders_what_it_knows() -> None:
     data["ingest"] = "skipped"  # a different type
     data["coordination"] = {"redis": True}  # a new section
     block = report.render("pipeline", data, RUN)
-    assert ["0 ms", "1,000", "1,000", "1,000", "644", "—", "1 s"] in rows(block)
+    assert ["0 ms", "1,000", "—", "1,000", "1,000", "644", "—", "1 s", "—"] in rows(block)
     assert "`cases[].overhead_p50_ms_at_most`" in block.split("missing from the JSON")[1]
     unknown = block.split("not rendered:")[1]
     for key in ("`cases[].replies_p99_ms`", "`cases[].overhead_p50_ms`", "`ingest`"):

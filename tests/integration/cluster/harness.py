@@ -139,7 +139,9 @@ class Cluster:
             "VIBEE_AI__PROVIDERS__OPENAI__MODEL": "sim:latency_ms=5",
             "VIBEE_AI_OPENAI_API_KEY": "sk-test",
             "VIBEE_AI__CACHE_TTL_S": "0",
-            "VIBEE_LIMITS__AI_REQUESTS_PER_DAY": "1000000",  # one user owns every account
+            # one user owns every account here: lift the free tier's daily AI quota
+            "VIBEE_LIMITS__AI_REQUESTS_PER_DAY": "1000000000",
+            "VIBEE_LIMITS__AI_TOKENS_PER_DAY": "1000000000",
             "VIBEE_WORKERS__WORKER_COUNT": "32",
             # long sweeps: work must be found through the notices (bus, lease gained)
             "VIBEE_WORKERS__SWEEP_S": "30",

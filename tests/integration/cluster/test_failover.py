@@ -96,7 +96,7 @@ async def test_redis_restarting_empty_mid_burst_doubles_and_loses_nothing(
     cluster: tuple[Cluster, asyncpg.Pool],
 ) -> None:
     nodes, pool = cluster
-    api = f"http://127.0.0.1:{nodes.instances['c'].wait_for('api listening')['port']}/api/v1"
+    api = _apis(nodes)["c"]
     async with aiohttp.ClientSession() as http:
         token = await _token(http, api, "during-outage")
         me = {"Authorization": f"Bearer {token}"}
@@ -120,14 +120,13 @@ async def test_the_per_user_api_limit_holds_across_instances(
     cluster: tuple[Cluster, asyncpg.Pool],
 ) -> None:
     nodes, _ = cluster
-    ports = [int(str(d.wait_for("api listening")["port"])) for d in nodes.instances.values()]
+    apis = list(_apis(nodes).values())
     async with aiohttp.ClientSession() as http:
-        token = await _token(http, f"http://127.0.0.1:{ports[0]}/api/v1", "limited")
+        token = await _token(http, apis[0], "limited")
         statuses: list[int] = []
         for n in range(150):  # spread over the three instances
-            port = ports[n % 3]
             async with http.get(
-                f"http://127.0.0.1:{port}/api/v1/users/me",
+                f"{apis[n % 3]}/users/me",
                 headers={"Authorization": f"Bearer {token}"},
             ) as response:
                 statuses.append(response.status)
@@ -139,10 +138,7 @@ async def test_a_send_through_any_instance_is_sent_by_the_owner(
     cluster: tuple[Cluster, asyncpg.Pool],
 ) -> None:
     nodes, pool = cluster
-    apis = {
-        name: f"http://127.0.0.1:{d.wait_for('api listening')['port']}/api/v1"
-        for name, d in nodes.instances.items()
-    }
+    apis = _apis(nodes)
     async with aiohttp.ClientSession() as http:
         token = await _token(http, apis["a"], "sender")
         auth = {"Authorization": f"Bearer {token}"}
@@ -189,10 +185,7 @@ async def test_a_qr_login_shows_its_code_on_every_instance(
     cluster: tuple[Cluster, asyncpg.Pool],
 ) -> None:
     nodes, _ = cluster
-    apis = {
-        name: f"http://127.0.0.1:{d.wait_for('api listening')['port']}/api/v1"
-        for name, d in nodes.instances.items()
-    }
+    apis = _apis(nodes)
     async with aiohttp.ClientSession() as http:
         token = await _token(http, apis["a"], "scanner")
         auth = {"Authorization": f"Bearer {token}"}
@@ -205,6 +198,14 @@ async def test_a_qr_login_shows_its_code_on_every_instance(
             assert (await response.json())["qr_url"] == started["qr_url"]
         async with http.get(apis["c"] + "/sessions/999999/qr", headers=auth) as response:
             assert response.status == 404
+
+
+def _apis(nodes: Cluster) -> dict[str, str]:
+    """Each running instance's API base URL."""
+    return {
+        name: f"http://127.0.0.1:{d.wait_for('api listening')['port']}/api/v1"
+        for name, d in nodes.instances.items()
+    }
 
 
 async def _token(http: aiohttp.ClientSession, api: str, username: str) -> str:
