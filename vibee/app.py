@@ -26,27 +26,22 @@ systemd restarts it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from aiohttp import web
-
+from vibee.admin.daemon_routes import daemon_routes
 from vibee.admin.health import Readiness
 from vibee.admin.listener import HttpListener
-from vibee.admin.server import build_admin_app, json_response, problem
-from vibee.ai.embeddings import EmbeddingsClient
-from vibee.ai.router import Router
-from vibee.ai.service import build_embeddings, build_router
+from vibee.admin.server import build_admin_app
 from vibee.api.admin_routes import tier_routes
 from vibee.api.app import CONTEXT, ApiService, build_api_app, settings_from_config
-from vibee.automation.events import EventBus, EventSink
+from vibee.automation.events import EventSink
 from vibee.automation.history_jobs import HistoryJobs
 from vibee.automation.ingest import Ingest
 from vibee.automation.pipeline import Pipeline
-from vibee.automation.rag import Rag
+from vibee.children import AIService, Current, DatabaseService
 from vibee.config import Config
 from vibee.coord.bus import Message
 from vibee.coord.coordinator import Coordinator, CoordinatorService
@@ -67,13 +62,12 @@ from vibee.runtime import (
     run_watchdog,
 )
 from vibee.secrets import SecretStore
-from vibee.store import Executor, automation
+from vibee.store import Executor
 from vibee.store.db import Database
 from vibee.telegram.factory import TelegramNotConfigured, gateway_factory
 from vibee.telegram.login import GatewayFactory, LoginFlow
 from vibee.telegram.manager import SessionManager
 from vibee.telegram.qr import QrLogins
-from vibee.telegram.session_actor import SessionActor
 
 log = logging.getLogger("vibee.app")
 
@@ -95,28 +89,6 @@ def prepare_state(config: Config) -> tuple[Path, SecretStore]:
     return state_dir, store
 
 
-class DatabaseService(Service):
-    """Owns the pool (and the embedded server): opened and migrated on start, closed on
-    stop. While it runs, readiness pings the database; the pool reconnects by itself when
-    the server comes back."""
-
-    def __init__(self, db: Database) -> None:
-        super().__init__("database")
-        self._db = db
-
-    async def on_start(self) -> None:
-        """Start the embedded server if needed, migrate, open the pool."""
-        await self._db.open()
-
-    async def run(self) -> None:
-        """Nothing to do but hold the pool open until stopped."""
-        await asyncio.Event().wait()
-
-    async def on_stop(self) -> None:
-        """Close the pool and stop the embedded server this process runs."""
-        await self._db.close()
-
-
 @dataclass(slots=True)
 class App:
     """The built tree and what the process loop needs from it."""
@@ -127,97 +99,12 @@ class App:
     coordinator: Coordinator
 
 
-class AIService(Service):
-    """The ``ai`` child: owns the router (providers, breakers, cache, quota) for the pipeline."""
-
-    def __init__(
-        self, config: Config, secrets: SecretStore, db: Database, coord: Coordinator
-    ) -> None:
-        super().__init__("ai")
-        self._config, self._secrets, self._db = config, secrets, db
-        self._cache = coord.cache if coord.mode == "redis" else None
-        self.router: Router | None = None
-        self.rag: Rag | None = None
-        self._embeddings: EmbeddingsClient | None = None
-
-    async def on_start(self) -> None:
-        """Build the chain; say which providers are left out and why."""
-        self.router, skipped = build_router(
-            self._config, self._secrets, pool=self._db.pool, cache=self._cache
-        )
-        self._embeddings = build_embeddings(self._config, self._secrets)
-        self.rag = Rag(self._embeddings, self._db.pool) if self._embeddings else None
-        for gone in skipped:
-            log.warning(
-                "AI provider left out of the chain",
-                extra={"provider": gone.name, "reason": gone.reason},
-            )
-
-    async def run(self) -> None:
-        """Nothing to do but keep the router open until stopped."""
-        await asyncio.Event().wait()
-
-    async def on_stop(self) -> None:
-        """Close the providers' connections."""
-        if self.router is not None:
-            await self.router.close()
-        if self._embeddings is not None:
-            await self._embeddings.close()
-
-
-class _Current:
-    """The current incarnation of the children others hold on to across restarts."""
-
-    def __init__(self) -> None:
-        self.ai: AIService | None = None
-        self.ingest: Ingest | None = None
-        self.pipeline: Pipeline | None = None
-        self.sessions: Supervisor | None = None
-        self.manager: SessionManager | None = None
-        self.qr: QrLogins | None = None
-        self.events = EventBus()
-        self.history: HistoryJobs | None = None
-
-    def notify(self, keys: set[tuple[int, int]]) -> None:
-        """Tell the pipeline which chats got new messages."""
-        if self.pipeline is not None:
-            self.pipeline.notify(keys)
-
-    def owns(self, session_id: int) -> bool:
-        """True while this instance runs the session (holds its lease)."""
-        return self.manager is not None and self.manager.owns(session_id)
-
-    async def gained(self, session_id: int) -> None:
-        """This instance just took a session: finish what its previous owner left."""
-        if self.pipeline is not None:
-            await self.pipeline.recover(session_id)
-
-    def on_bus(self, message: Message) -> None:
-        """A notice from another instance (or from this one, looped back)."""
-        kind = message.get("t")
-        if kind in ("history", "resync") and self.history is not None:
-            self.history.wake()  # a history import was queued: claim it if the session is here
-        if kind in ("sessions", "resync") and self.manager is not None:
-            self.manager.wake()
-        if kind == "resync" and self.pipeline is not None:
-            self.pipeline.wake()
-        if kind == "chat" and self.pipeline is not None:
-            session_id, chat = message.get("s"), message.get("c")
-            if isinstance(session_id, int) and isinstance(chat, int) and self.owns(session_id):
-                self.pipeline.notify([(session_id, chat)])
-
-    def members_changed(self) -> None:
-        """An instance came or went: placement may have moved sessions."""
-        if self.manager is not None:
-            self.manager.wake()
-
-
 def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notifier) -> App:
     """The supervisor tree for ``config`` (not started)."""
     password = secrets.get("database_password")
     db = Database(config.database, state_dir, password.value if password else None)
     readiness = Readiness()
-    current = _Current()
+    current = Current()
     redis_password = secrets.get("redis_password")
     coord = Coordinator.from_config(
         config.redis,
@@ -298,51 +185,11 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
         )
         return current.manager
 
-    async def list_sessions(_: web.Request) -> web.Response:
-        tree = current.sessions
-        children = [tree.get(name) for name in tree.names()] if tree is not None else []
-        return json_response(
-            {
-                "sessions": [
-                    {"session_id": c.session_id, "user_id": c.user_id, "state": c.state}
-                    for c in children
-                    if isinstance(c, SessionActor)
-                ]
-            }
-        )
-
-    async def list_dead_letters(_: web.Request) -> web.Response:
-        letters = await automation.dead_letters_all_users(db.pool)
-        return json_response(
-            {
-                "dead_letters": [
-                    {
-                        "id": d.id,
-                        "user_id": d.user_id,
-                        "session_id": d.session_id,
-                        "error": d.error,
-                        "attempts": d.attempts,
-                        "created_at": d.created_at.isoformat(),
-                    }
-                    for d in letters
-                ]
-            }
-        )
-
-    async def act_on_dead_letter(request: web.Request) -> web.Response:
-        try:
-            letter_id = int(request.match_info["id"])
-        except ValueError:
-            return problem(400, "Bad dead letter id", "the id is an integer")
-        replay = request.match_info["action"] == "replay"
-        act = automation.replay_dead_letter if replay else automation.drop_dead_letter
-        if not await act(db.pool, letter_id):
-            return problem(404, "No such dead letter", f"no dead letter {letter_id}")
-        if replay and current.pipeline is not None:
-            current.pipeline.wake()
-        return json_response({"id": letter_id, "done": request.match_info["action"]})
-
     notices = BusNotices(coord)
+
+    async def replayed() -> None:
+        # the session may run on another instance: every instance sweeps
+        await coord.bus.send(None, {"t": "resync"})
 
     async def authorized(_session_id: int) -> None:
         await notices.sessions_changed()  # its instance starts the actor now, not at a sweep
@@ -383,9 +230,7 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
         readiness,
         token.value if token else None,
         admin_routes=[
-            web.get("/admin/sessions", list_sessions),
-            web.get("/admin/dlq", list_dead_letters),
-            web.post(r"/admin/dlq/{id}/{action:replay|drop}", act_on_dead_letter),
+            *daemon_routes(lambda: current.sessions, lambda: db.pool, replayed),
             *tier_routes(lambda: db.pool, api_settings.tiers, api_app[CONTEXT].users),
         ],
     )
