@@ -7,6 +7,7 @@ The tree as it stands (children a later capability fills in are absent, not fake
     │   ├── database        the pool; starts the embedded Postgres when no URL is set
     │   └── coordinator     heartbeats and the bus (Redis with many instances; local else)
     ├── events-relay        forwards events to the instances holding the users' sockets
+    │                       (several instances only)
     ├── ai                  the router: providers, breakers, cache, quota, moderation
     ├── ingest              new messages from every session, stored in batches
     ├── pipeline            policy → context → AI → outbox → send; recovery and sweep
@@ -234,9 +235,13 @@ def build(config: Config, state_dir: Path, secrets: SecretStore, notifier: Notif
             *tier_routes(lambda: db.pool, api_settings.tiers, api_app[CONTEXT].users),
         ],
     )
-    children = [
-        ChildSpec("infra", infra, shutdown_timeout=20),
-        ChildSpec("events-relay", lambda: Service("events-relay", relay.run), shutdown_timeout=2),
+    children = [ChildSpec("infra", infra, shutdown_timeout=20)]
+    if coord.mode == "redis":  # alone, every socket is here: nothing to forward
+        relay_spec = ChildSpec(
+            "events-relay", lambda: Service("events-relay", relay.run), shutdown_timeout=2
+        )
+        children.append(relay_spec)
+    children += [
         ChildSpec("ai", ai, shutdown_timeout=5),
         # ingest before sessions: when it restarts, the sessions restart too and resume
         # from the last stored seq, so nothing queued in the old ingest is lost
