@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from vibee.store import embedded
+from vibee.store.db import init_connection
 from vibee.store.migrate import Migrator
 
 TEMPLATE = "vibee_template"
@@ -108,6 +109,15 @@ async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(db_url)
     yield connection
     await connection.close()
+
+
+@pytest.fixture
+async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on this test's migrated database, set up as the daemon's is."""
+    created = await asyncpg.create_pool(db_url, min_size=2, max_size=10, init=init_connection)
+    assert created is not None
+    yield created
+    await created.close()
 
 
 @pytest.fixture

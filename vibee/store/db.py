@@ -49,7 +49,8 @@ def with_password(url: str, password: str | None) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Set up a new connection as VIBEE's pool does: jsonb as JSON, pgvector types."""
     await conn.set_type_codec(
         "jsonb",
         encoder=lambda value: orjson.dumps(value).decode(),
@@ -122,7 +123,7 @@ class Database:
                 max_size=self._config.pool_max_size,
                 timeout=self._config.connect_timeout_s,
                 command_timeout=self._config.command_timeout_s,
-                init=_init_connection,
+                init=init_connection,
             )
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             raise DatabaseError(

@@ -23,14 +23,6 @@ PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
-async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
-    """A pool on this test's database."""
-    created = await asyncpg.create_pool(db_url, min_size=1, max_size=4)
-    yield created
-    await created.close()
-
-
-@pytest.fixture
 def keyring() -> Keyring:
     """A fresh jwt keyring with one key."""
     return Keyring.parse("jwt_keys", new_keyring_text())

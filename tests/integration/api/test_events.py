@@ -29,7 +29,7 @@ from vibee.coord.local import LocalRateLimiter
 from vibee.runtime import CircuitBreaker, Supervisor
 from vibee.secrets import Keyring
 from vibee.store import automation, sessions
-from vibee.store.db import _init_connection
+from vibee.store.db import init_connection
 from vibee.telegram.gateway import ChatType, Gateway, NewMessage
 from vibee.telegram.manager import SessionManager
 from vibee.telegram.session_actor import Inbound
@@ -205,7 +205,7 @@ async def test_the_daemon_publishes_state_message_and_reply(
     client, bus = served
     uid, token = await user(client, "daemon")
     account = await sim_world.account()
-    pool = await asyncpg.create_pool(db_url, min_size=2, max_size=8, init=_init_connection)
+    pool = await asyncpg.create_pool(db_url, min_size=2, max_size=8, init=init_connection)
     assert pool is not None
     session_id = await authorized_session(pool, uid, account)
     friend, _ = await sim_world.user()

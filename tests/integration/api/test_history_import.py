@@ -35,14 +35,6 @@ from vibee.store import sessions
 PATH = "/api/v1/sessions/{}/history/import"
 
 
-@pytest.fixture
-async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await asyncpg.create_pool(db_url, min_size=2, max_size=10)
-    assert created is not None
-    yield created
-    await created.close()
-
-
 class Harness:
     """The API wired as vibee/app.py wires it: the event bus, and a wake that reaches the
     current history-jobs child (counted, to see it called only for new jobs)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
@@ -14,18 +13,9 @@ from vibee.ai.embeddings import EmbeddingsClient
 from vibee.automation.history import HistoryImport
 from vibee.automation.rag import Rag
 from vibee.store import embeddings
-from vibee.store.db import _init_connection
 from vibee.store.inbox import InboxRow, store_batch
 from vibee.telegram.gateway import FloodWait, Message, NetworkError
 from vibee.telegram.sim_gateway import SimGateway
-
-
-@pytest.fixture
-async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await asyncpg.create_pool(db_url, min_size=1, max_size=4, init=_init_connection)
-    assert created is not None
-    yield created
-    await created.close()
 
 
 class CountingGateway(SimGateway):

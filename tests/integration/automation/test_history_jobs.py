@@ -5,7 +5,6 @@ instance without storing a message twice, and two instances never run one job.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,14 +32,6 @@ from vibee.telegram.session_actor import SessionActor
 from vibee.telegram.sim_gateway import SimGateway
 
 FAST: dict[str, Any] = {"poll_s": 0.1, "stale_after_s": 30.0, "progress_interval_s": 0.0}
-
-
-@pytest.fixture
-async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await asyncpg.create_pool(db_url, min_size=2, max_size=10)
-    assert created is not None
-    yield created
-    await created.close()
 
 
 class GatedGateway(SimGateway):

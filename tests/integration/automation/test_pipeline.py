@@ -6,13 +6,11 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pytest
 
 from tests.integration.telegram.test_daemon_sessions import KEYRING, authorized_session, vibee_user
 from tests.integration.telegram.world import AccountRef, ChatRef, SimWorld, eventually
@@ -24,19 +22,10 @@ from vibee.automation.notices import ConfigNotices
 from vibee.automation.pipeline import Pipeline
 from vibee.runtime import CircuitBreaker, Supervisor
 from vibee.store import Conn, automation, chats, outbox, sessions
-from vibee.store.db import _init_connection
 from vibee.store.inbox import InboxRow, store_batch
 from vibee.telegram.gateway import Gateway
 from vibee.telegram.manager import SessionManager
 from vibee.telegram.sim_gateway import SimGateway
-
-
-@pytest.fixture
-async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await asyncpg.create_pool(db_url, min_size=2, max_size=10, init=_init_connection)
-    assert created is not None
-    yield created
-    await created.close()
 
 
 class Vibee:

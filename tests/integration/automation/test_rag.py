@@ -14,7 +14,6 @@ from vibee.automation.context import build_request
 from vibee.automation.rag import Rag
 from vibee.sim.llm import embedding_of
 from vibee.store import automation, embeddings, outbox
-from vibee.store.db import _init_connection
 from vibee.store.inbox import FLAG_OUTGOING, InboxRow, store_batch
 
 CHAT = 555
@@ -25,14 +24,6 @@ OWNER_TEXTS = [
     "haha no way",
     "let's call later tonight",
 ]
-
-
-@pytest.fixture
-async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await asyncpg.create_pool(db_url, min_size=1, max_size=4, init=_init_connection)
-    assert created is not None
-    yield created
-    await created.close()
 
 
 @pytest.fixture

@@ -28,7 +28,6 @@ from vibee.config import TracingConfig
 from vibee.obs import tracing
 from vibee.runtime.breaker import CircuitBreaker
 from vibee.store import sessions
-from vibee.store.db import _init_connection
 from vibee.telegram.gateway import ChatType, NewMessage
 from vibee.telegram.session_actor import Inbound
 
@@ -130,14 +129,6 @@ async def test_tracing_off_the_router_answers_and_records_nothing(llm: str) -> N
     assert isinstance(answer, Completion) and answer.provider == "openai"
     assert answer.fallbacks == ("openrouter: HTTP 503 api_error",)
     assert exporter.get_finished_spans() == ()
-
-
-@pytest.fixture
-async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await asyncpg.create_pool(db_url, min_size=1, max_size=4, init=_init_connection)
-    assert created is not None
-    yield created
-    await created.close()
 
 
 async def test_ingest_stores_a_batch_in_a_span_linked_to_each_update(

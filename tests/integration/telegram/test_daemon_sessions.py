@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -21,14 +20,6 @@ from vibee.telegram.session_store import seal, unseal
 from vibee.telegram.sim_gateway import SimGateway
 
 KEYRING = Keyring.parse("session_keys", new_keyring_text())
-
-
-@pytest.fixture
-async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await asyncpg.create_pool(db_url, min_size=2, max_size=10)
-    assert created is not None
-    yield created
-    await created.close()
 
 
 async def vibee_user(pool: asyncpg.Pool, name: str = "owner") -> int:

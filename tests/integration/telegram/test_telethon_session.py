@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -38,15 +37,6 @@ async def until_sent(sender: Any, kind: type) -> None:
             return
         await asyncio.sleep(0)
     raise AssertionError(f"no {kind.__name__} was sent")
-
-
-@pytest.fixture
-async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
-    """A small pool on the test's database."""
-    created = await asyncpg.create_pool(db_url, min_size=1, max_size=3)
-    assert created is not None
-    yield created
-    await created.close()
 
 
 @pytest.fixture
