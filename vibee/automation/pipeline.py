@@ -122,24 +122,6 @@ class Pipeline(Service):
         """Sweep for unfinished work now (a dead letter was replayed, say)."""
         self._sweep_now.set()
 
-    def forget(
-        self, user_id: int, session_id: int | None = None, tg_chat_id: int | None = None
-    ) -> None:
-        """Drop what is cached for the user (or one of their sessions, or one chat): chat
-        configs, persona, examples — the next turn reads them again, so a change applies
-        at once. (A chat config changed through ``set_chat_config`` is forgotten on every
-        instance without this: it is announced through Postgres; so is a persona when its
-        writer calls ``announce_persona_change``. Otherwise a persona is read again within
-        ``CONFIG_TTL_S``.)"""
-        self._profiles.forget(user_id)
-        self._chats.forget(
-            lambda s: (
-                s.user_id in (None, user_id)
-                and session_id in (None, s.key[0])
-                and tg_chat_id in (None, s.key[1])
-            )
-        )
-
     async def recover(self, session_id: int) -> None:
         """Schedule every chat of the session with unfinished work now (whatever ``owns``
         says), reading each from Postgres: this instance just gained the session, and

@@ -254,39 +254,6 @@ async def test_sniper_records_one_lead_per_sender_per_hour_and_tells_the_owner(
     assert sorted(reasons) == ["lead", "lead", "lead_duplicate", "no_trigger"]
 
 
-async def test_forget_applies_a_config_change_at_once(
-    pool: asyncpg.Pool, sim_world: SimWorld, sim_llm: str
-) -> None:
-    user, session_id, account = await setup_account(pool, sim_world, "changes")
-    friend, _ = await sim_world.user()
-    chat = await sim_world.chat("private", [account.user_id, friend])
-    tg_chat = chat.seen_by(account.user_id)
-    await automation.set_chat_config(pool, user, session_id, tg_chat, mode="observe")
-    async with Vibee(pool, sim_world, sim_llm) as vibee:
-        await eventually(lambda: _connected(pool, user, session_id))
-        await sim_world.inject(chat, friend, "first, only watched")
-
-        async def reasons() -> list[str]:
-            rows = await pool.fetch("SELECT reason FROM analytics_events ORDER BY id")
-            return [r["reason"] for r in rows]
-
-        assert await eventually(reasons) == ["observe"]  # the config is in memory now
-        await automation.set_chat_config(
-            pool,
-            user,
-            session_id,
-            tg_chat,
-            mode="digital_twin",
-            reply_delay_min_s=0.0,
-            reply_delay_max_s=0.0,
-        )
-        vibee.pipeline.forget(user)  # what the API does after a change
-        await sim_world.inject(chat, friend, "second, to answer")
-        answered = await eventually(lambda: replies(sim_world, chat, account))
-        assert "second, to answer" in answered[0]["text"]
-    assert await reasons() == ["observe", "replied"]
-
-
 async def test_the_sweep_takes_owned_sessions_only_and_recover_takes_one_over(
     pool: asyncpg.Pool,
 ) -> None:
@@ -488,7 +455,7 @@ async def test_config_notices_arrive_and_a_lost_connection_counts_as_a_gap(
         await eventually(back)
         await automation.set_chat_config(pool, user, session_id, 78, mode="observe")
         await eventually(lambda: _equals(_now(changes[1:]), [(user, session_id, 78)]))
-        await automation.announce_persona_change(pool, user)
+        await chats.set_persona(pool, user, "Max", "", "", [])  # what the API calls
         await eventually(lambda: _equals(_now(changes[2:]), [(user, None, None)]))
     finally:
         runner.cancel()
