@@ -22,6 +22,7 @@ limit then lives in Redis, so it holds across a hand-over too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections import OrderedDict
@@ -256,8 +257,8 @@ class SessionActor(Service):
         this random_id was already sent. Waits out FloodWait/SlowModeWait (never drops);
         raises other GatewayErrors (the caller retries transient ones or dead-letters)."""
         while True:
-            await self._within_shared_limit(chat_id)
-            async with self._limiter(chat_id):
+            shared = await self._within_shared_limit(chat_id)
+            async with contextlib.nullcontext() if shared else self._limiter(chat_id):
                 try:
                     with self._breaker.guard(is_failure=_counts):
                         return await self._gateway.send_message(
@@ -273,19 +274,20 @@ class SessionActor(Service):
                     wait = exc.seconds
             await asyncio.sleep(wait)
 
-    async def _within_shared_limit(self, chat_id: int) -> None:
-        """Wait until the chat's send limit shared by every instance allows a message
-        (Redis unreachable: the in-process limit alone applies)."""
+    async def _within_shared_limit(self, chat_id: int) -> bool:
+        """Wait until the chat's send limit shared by every instance allows a message.
+        False when there is none here (one instance) or Redis cannot answer: then the
+        in-process limit applies instead."""
         if self._shared_limiter is None:
-            return
+            return False
         key = f"send:{self.session_id}:{chat_id}"
         while True:
             try:
                 decision = await self._shared_limiter.hit(key, self._per_chat, 60.0)
             except CoordinationUnavailable:
-                return
+                return False
             if decision.allowed:
-                return
+                return True
             await asyncio.sleep(decision.retry_after_s)
 
 
