@@ -96,6 +96,7 @@ class SessionManager(Service):
         self._sweep_s = sweep_s if self._coord.mode == "local" else self._coord.retry_s
         self._on_gained = on_gained
         self._held: dict[int, _Held] = {}
+        self._capped = False
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
 
@@ -151,8 +152,13 @@ class SessionManager(Service):
         for ended in set(self._held) - running:  # logged out: its lease is no longer needed
             await self._release([ended])
         await self._stop([s for s in running if s not in mine], "placed elsewhere or not wanted")
-        if len(epochs) > len(members) * self._max and me in members:
-            log.warning("max_sessions reached", extra={"max_sessions": self._max})
+        capped = len(epochs) > len(members) * self._max
+        if capped and not self._capped:  # said once, not at every sweep
+            log.warning(
+                "max_sessions reached: some sessions run nowhere",
+                extra={"max_sessions": self._max, "instances": len(members)},
+            )
+        self._capped = capped
         return await self._start(supervisor, sorted(mine - running), epochs)
 
     async def _start(
