@@ -6,7 +6,10 @@ id in the path a 404) with ``{"error": "...", "field": "..."}``; never a 500.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
+import time
 from collections import Counter
 
 from aiohttp import web
@@ -30,6 +33,8 @@ from vibee.sim.telegram_ws import Hub
 from vibee.telegram.gateway import AuthKeyDuplicated, SessionRevoked
 
 log = logging.getLogger("vibee.sim")
+ARRIVALS = ("even", "poisson")
+MAX_SPREAD_S = 600
 FAULT_KINDS = ("flood_wait", "slow_mode", "disconnect", "revoke", "latency", "auth_key_duplicated")
 
 
@@ -234,10 +239,24 @@ class Control:
         return reply({"message_id": self.world.post(chat, sender, text, reply_to)})
 
     async def inject_batch(self, request: web.Request) -> web.Response:
-        """``{messages: [{chat_id, from, text, reply_to?}…]}`` → ``{message_ids}``."""
-        items = (await body_of(request)).get("messages")
+        """``{messages: [{chat_id, from, text, reply_to?}…], spread_s?, arrival?, seed?}``
+        → ``{message_ids}``. Without ``spread_s``, every message is posted at once; with
+        it, they are posted over that many seconds (``arrival``: ``even`` spacing, or
+        ``poisson`` — independent senders, gaps drawn from ``seed``) and the answer comes
+        when the last one is posted. Everything is checked before the first is posted."""
+        body = await body_of(request)
+        items = body.get("messages")
         if not isinstance(items, list) or not items:
             raise BadInput("messages", "a non-empty list is required")
+        spread = body.get("spread_s", 0)
+        if isinstance(spread, bool) or not isinstance(spread, int | float):
+            raise BadInput("spread_s", "a number is required")
+        if not 0 <= spread <= MAX_SPREAD_S:
+            raise BadInput("spread_s", f"must be between 0 and {MAX_SPREAD_S}")
+        arrival = body.get("arrival", "even")
+        if arrival not in ARRIVALS:
+            raise BadInput("arrival", f"one of {', '.join(ARRIVALS)} is required")
+        seed = opt_int(body, "seed")
         checked = []
         for i, item in enumerate(items):
             prefix = f"messages[{i}]."
@@ -245,8 +264,20 @@ class Control:
                 raise BadInput(f"messages[{i}]", "an object is required")
             chat = self.chat(req_int(item, "chat_id", prefix=prefix), prefix + "chat_id", 400)
             checked.append((chat, *self._message(chat, item, prefix)))
-        self.world.messages_in += len(checked)
-        ids = [self.world.post(chat, s, text, r) for chat, s, text, r in checked]
+        if not spread:
+            self.world.messages_in += len(checked)
+            ids = [self.world.post(chat, s, text, r) for chat, s, text, r in checked]
+            return reply({"message_ids": ids})
+        ids = []
+        start = time.monotonic()
+        for at, (chat, sender, text, reply_to) in zip(
+            arrivals(len(checked), float(spread), arrival, seed), checked, strict=True
+        ):
+            wait = start + at - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self.world.messages_in += 1
+            ids.append(self.world.post(chat, sender, text, reply_to))
         return reply({"message_ids": ids})
 
     async def transcript(self, request: web.Request) -> web.Response:
@@ -351,3 +382,18 @@ class Control:
                 "faults_fired": self.core.faults.fired,
             }
         )
+
+
+def arrivals(n: int, spread_s: float, kind: str, seed: int | None) -> list[float]:
+    """When each of ``n`` messages is posted, in seconds from the start: ``even`` spacing
+    over ``spread_s``, or ``poisson`` (exponential gaps averaging ``spread_s / n``, drawn
+    from ``seed``: the last may come a little before or after ``spread_s``)."""
+    gap = spread_s / n
+    if kind == "even":
+        return [i * gap for i in range(n)]
+    rng = random.Random(seed)
+    out, at = [], 0.0
+    for _ in range(n):
+        out.append(at)
+        at += rng.expovariate(1 / gap)
+    return out

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from tests.integration.telegram.world import ControlError, SimWorld, sim_process
 from vibee.sim import telegram as sim_telegram
+from vibee.sim import telegram_control as sim_control
 
 STATS_KEYS = {
     "accounts",
@@ -65,6 +66,35 @@ async def test_inject_transcript_and_stats(sim_world: SimWorld) -> None:
     assert after["messages_in"] - before["messages_in"] >= 5
     info = await sim_world.info(account)
     assert info["seq"] == 5 and info["connections"] == 0
+
+
+async def test_a_batch_can_be_spread_over_time(sim_world: SimWorld) -> None:
+    account = await sim_world.account()
+    user, _ = await sim_world.user()
+    chat = await sim_world.chat("private", [account.user_id, user])
+    messages = [{"chat_id": chat.chat_id, "from": user, "text": f"s{i}"} for i in range(5)]
+    batch = await sim_world.request(
+        "POST", "/messages/batch", {"messages": messages, "spread_s": 0.2}
+    )
+    assert len(batch["message_ids"]) == 5
+    dates = [m["date"] for m in await sim_world.transcript(chat)]
+    assert dates == sorted(dates)
+    assert dates[-1] - dates[0] >= 0.15  # even: the fifth is posted 4/5 of 0.2 s after the first
+    poisson = await sim_world.request(
+        "POST",
+        "/messages/batch",
+        {"messages": messages, "spread_s": 0.05, "arrival": "poisson", "seed": 3},
+    )
+    assert poisson["message_ids"] == [batch["message_ids"][-1] + i for i in range(1, 6)]
+
+
+def test_poisson_arrivals_are_drawn_from_the_seed() -> None:
+    first = sim_control.arrivals(1000, 1.0, "poisson", 7)
+    assert first == sim_control.arrivals(1000, 1.0, "poisson", 7)
+    assert first != sim_control.arrivals(1000, 1.0, "poisson", 8)
+    assert first[0] == 0 and first == sorted(first) and len(set(first)) == 1000
+    assert 0.8 < first[-1] < 1.2  # the gaps average 1 ms
+    assert sim_control.arrivals(4, 1.0, "even", None) == [0, 0.25, 0.5, 0.75]
 
 
 async def test_every_control_route_answers_json_for_unknown_ids(sim_world: SimWorld) -> None:
@@ -125,6 +155,10 @@ BAD: list[tuple[str, str, Any, str]] = [
     ("POST", "/messages/batch", {"messages": []}, "messages"),
     ("POST", "/messages/batch", {"messages": [{"chat_id": 1}]}, "messages[0].chat_id"),
     ("POST", "/messages/batch", {"messages": [{**FROM, "chat_id": "{chat}"}]}, "messages[0].text"),
+    ("POST", "/messages/batch", {"messages": [{}], "spread_s": "1s"}, "spread_s"),
+    ("POST", "/messages/batch", {"messages": [{}], "spread_s": 601}, "spread_s"),
+    ("POST", "/messages/batch", {"messages": [{}], "arrival": "burst"}, "arrival"),
+    ("POST", "/messages/batch", {"messages": [{}], "seed": "x"}, "seed"),
     ("POST", "/faults", {"kind": "earthquake"}, "kind"),
     ("POST", "/faults", {"kind": "flood_wait"}, "account_id"),
     ("POST", "/faults", {**FLOOD, "account_id": 999999999, "seconds": 1}, "account_id"),
