@@ -63,9 +63,12 @@ RUNTIME: dict[str, Any] = {
 }
 
 
-def case(ai: int, rate: int, sent: int, rps: int, p50: float, p99: float) -> dict[str, Any]:
+def case(
+    ai: int, rate: int, sent: int, rps: int, p50: float, p99: float, arrival: str = "bursts"
+) -> dict[str, Any]:
     return {
         "offered_msgs_per_s": rate,
+        "arrival": arrival,
         "ai_latency_ms": ai,
         "messages": rate,
         "replies_sent": sent,
@@ -85,6 +88,10 @@ PIPELINE: dict[str, Any] = {
         case(500, 100, 100, 70, 25.0, 25.0),
         case(500, 1000, 1000, 437, 500.0, 2500.0),
         case(500, 5000, 1968, 379, 1000.0, math.nan),
+    ],
+    "paced_cases": [
+        case(0, 100, 100, 100, 1.0, 2.5, "poisson"),
+        case(0, 1000, 1000, 990, 2.5, 10.0, "poisson"),
     ],
     "ingest": {
         "messages": 50000,
@@ -337,17 +344,22 @@ def test_a_target_no_row_claims_gets_its_own_row() -> None:
 def test_pipeline_rows_from_its_json() -> None:
     block = report.render("pipeline", PIPELINE, RUN)
     table = [r for r in rows(block) if r[0] in ("0 ms", "500 ms")]
+    burst = "bursts every 100 ms"
+    poisson = "one by one, Poisson"
     assert table == [
-        ["0 ms", "100", "—", "100", "100", "100", "25 ms", "100 ms", "—"],
-        ["0 ms", "1,000", "—", "1,000", "1,000", "644", "500 ms", "1 s", "—"],
-        ["0 ms", "5,000", "—", "5,000", "1,514", "449", "1 s", "2.5 s", "—"],
-        ["500 ms", "100", "—", "100", "100", "70", "25 ms", "25 ms", "—"],
-        ["500 ms", "1,000", "—", "1,000", "1,000", "437", "500 ms", "2.5 s", "—"],
-        ["500 ms", "5,000", "—", "5,000", "1,968", "379", "1 s", "—", "—"],
+        ["0 ms", "100", burst, "100", "100", "100", "25 ms", "100 ms", "—"],
+        ["0 ms", "1,000", burst, "1,000", "1,000", "644", "500 ms", "1 s", "—"],
+        ["0 ms", "5,000", burst, "5,000", "1,514", "449", "1 s", "2.5 s", "—"],
+        ["500 ms", "100", burst, "100", "100", "70", "25 ms", "25 ms", "—"],
+        ["500 ms", "1,000", burst, "1,000", "1,000", "437", "500 ms", "2.5 s", "—"],
+        ["500 ms", "5,000", burst, "5,000", "1,968", "379", "1 s", "—", "—"],
+        ["0 ms", "100", poisson, "100", "100", "100", "1 ms", "2.5 ms", "—"],
+        ["0 ms", "1,000", poisson, "1,000", "1,000", "990", "2.5 ms", "10 ms", "—"],
     ]
     assert row(block, "replies/s, best")[1:] == ["644", "≥ 1,000", "**fail**"]
-    assert row(block, "overhead p50 at 1,000")[1:] == ["≤ 500 ms", "≤ 1 ms", "**fail**"]
-    assert row(block, "overhead p99 at 1,000")[1:] == ["≤ 1 s", "≤ 5 ms", "**fail**"]
+    assert row(block, "overhead p50 at 1,000")[1:] == ["≤ 2.5 ms", "≤ 1 ms", "**fail**"]
+    assert row(block, "overhead p99 at 1,000")[1:] == ["≤ 10 ms", "≤ 5 ms", "**fail**"]
+    assert "one by one, Poisson" in row(block, "overhead p50 at 1,000")[0]
     assert row(block, "26,937") == ["26,937", "203,409", "0.132×", "≥ 20,000 msgs/s", "pass"]
     assert "Targets: **1 of 4 pass**" in block
     assert "not rendered" not in block and "missing" not in block
@@ -358,10 +370,12 @@ def test_pipeline_json_that_changed_shape_renders_what_it_knows() -> None:
     for c in data["cases"]:
         c["replies_p99_ms"] = 12.0  # a new key
         c["overhead_p50_ms"] = c.pop("overhead_p50_ms_at_most")  # a renamed one
+        del c["arrival"]  # an older run
     data["ingest"] = "skipped"  # a different type
     data["coordination"] = {"redis": True}  # a new section
     block = report.render("pipeline", data, RUN)
     assert ["0 ms", "1,000", "—", "1,000", "1,000", "644", "—", "1 s", "—"] in rows(block)
+    assert "`cases[].arrival`" not in block  # older runs had none: not missing
     assert "`cases[].overhead_p50_ms_at_most`" in block.split("missing from the JSON")[1]
     unknown = block.split("not rendered:")[1]
     for key in ("`cases[].replies_p99_ms`", "`cases[].overhead_p50_ms`", "`ingest`"):
