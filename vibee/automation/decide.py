@@ -56,6 +56,8 @@ LATENCY = Histogram(
 MAX_TEXT = 4096
 ANSWERING = frozenset({"digital_twin", "sniper"})
 """Modes that may reply: their chats keep a dialog in memory."""
+TYPING_AFTER_S = 0.5
+""""typing…" is shown when the model has not answered within this long."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +271,7 @@ class Decider:
         dialog = state.dialog.render() if state.dialog is not None else []
         similar = await similar_replies(rows, config, self._rag())
         request = compose_request(rows, config, persona, examples, dialog, similar)
-        typing = _Typing(actor, last.tg_chat_id)  # shown while the model writes
+        typing = _Typing(actor, last.tg_chat_id)  # shown if the model takes a while
         try:
             ai_started = time.monotonic()
             answer = await router.complete(request, user_id=last.user_id)
@@ -417,18 +419,29 @@ class Decider:
 
 
 class _Typing:
-    """ "typing…" in a chat while the model writes: started at once, awaited before the
-    send (the wait then is Telegram's time, not the pipeline's), cancelled otherwise."""
+    """ "typing…" in a chat while the model writes — if it takes a while: shown only once
+    the model has not answered within :data:`TYPING_AFTER_S` (a reply that comes at once
+    needs none, and each is one more request to Telegram, which rate-limits them). Once
+    shown, it is awaited before the send (the wait then is Telegram's time, not the
+    pipeline's); cancelled otherwise."""
 
     def __init__(self, actor: SessionActor | None, chat_id: int) -> None:
-        self._task = (
-            asyncio.ensure_future(actor.typing(chat_id))
-            if actor is not None and actor.connected.is_set()
-            else None
-        )
+        self._task: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        if actor is not None and actor.connected.is_set():
+            self._timer = asyncio.get_running_loop().call_later(
+                TYPING_AFTER_S, self._show, actor, chat_id
+            )
+
+    def _show(self, actor: SessionActor, chat_id: int) -> None:
+        self._timer = None
+        self._task = asyncio.ensure_future(actor.typing(chat_id))
 
     async def finish(self) -> float:
-        """Wait for it to be shown; returns how long that took from now."""
+        """Wait for it to be shown, if it was begun; returns how long that took from now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._task is None:
             return 0.0
         started = time.monotonic()
@@ -437,6 +450,9 @@ class _Typing:
 
     async def cancel(self) -> None:
         """Stop it if it still runs, and wait for it to end."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._task is not None and not self._task.done():
             self._task.cancel()
             await asyncio.wait((self._task,))

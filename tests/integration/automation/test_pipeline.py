@@ -131,6 +131,35 @@ async def _connected(pool: asyncpg.Pool, user: int, session_id: int) -> bool:
     return (await sessions.get(pool, user, session_id)).state == "connected"
 
 
+async def test_typing_is_shown_only_while_a_slow_model_writes(
+    pool: asyncpg.Pool, sim_world: SimWorld, sim_llm: str
+) -> None:
+    user, session_id, account = await setup_account(pool, sim_world, "typist")
+    friend, _ = await sim_world.user()
+    chat = await sim_world.chat("private", [account.user_id, friend])
+    await automation.set_chat_config(
+        pool,
+        user,
+        session_id,
+        chat.seen_by(account.user_id),
+        mode="digital_twin",
+        reply_delay_min_s=0.0,
+        reply_delay_max_s=0.0,
+    )
+    for n, model in enumerate(("gpt", "sim:latency_ms=1500"), start=1):
+        before = (await sim_world.request("GET", "/stats"))["typing"]
+        async with Vibee(pool, sim_world, sim_llm, model=model):
+            await eventually(lambda: _connected(pool, user, session_id))
+            await sim_world.inject(chat, friend, f"question {n}")
+
+            async def replied(n: int = n) -> bool:
+                return len(await replies(sim_world, chat, account)) == n
+
+            await eventually(replied, timeout=30)
+        shown = (await sim_world.request("GET", "/stats"))["typing"] - before
+        assert shown == (0 if model == "gpt" else 1), model  # at once: none; slow: one
+
+
 async def test_flood_wait_on_sends_delays_but_every_reply_arrives(
     pool: asyncpg.Pool, sim_world: SimWorld, sim_llm: str
 ) -> None:
