@@ -56,6 +56,9 @@ LATENCY = Histogram(
 MAX_TEXT = 4096
 ANSWERING = frozenset({"digital_twin", "sniper"})
 """Modes that may reply: their chats keep a dialog in memory."""
+SENT_GATHER_S = 0.005
+"""How long the "sent" marks of many chats wait for each other to share a statement (the
+chat's turn waits with them; its reply is already on its way)."""
 TYPING_AFTER_S = 0.5
 """"typing…" is shown when the model has not answered within this long."""
 
@@ -76,7 +79,7 @@ class Lanes:
             Lane("load", pool, turns.load_batch),
             Lane("reply", pool, turns.write_replies),
             Lane("record", pool, turns.record_batch),
-            Lane("sent", pool, turns.mark_sent_batch),
+            Lane("sent", pool, turns.mark_sent_batch, gather_s=SENT_GATHER_S),
         )
 
     def all(self) -> tuple[Lane[Any, Any], ...]:

@@ -8,6 +8,11 @@ trip and one commit however many workers asked. Under light load a round holds o
 request and costs what a direct call costs; under heavy load the rounds grow instead of
 the queue. One round at a time uses the connection.
 
+A lane whose callers can wait a little (``gather_s``: the "sent" marks, which nobody
+downstream waits for) never runs a round at once: each round waits ``gather_s`` after its
+first request for others to join, so that many workers share one statement even under
+light load, and the CPU the statements cost stays small.
+
 The lane holds its pool connection while it has work and for ``linger_s`` after (handing a
 connection back makes asyncpg reset it: one more round trip), then returns it, so a small
 pool is never starved by an idle pipeline. Every queue is bounded (``queue_size``): a
@@ -62,12 +67,14 @@ class Lane(Generic[T, R]):
         max_batch: int = 256,
         queue_size: int = 4096,
         linger_s: float = 0.25,
+        gather_s: float = 0.0,
     ) -> None:
         self.name = name
         self._pool = pool
         self._run_batch = run_batch
         self._max_batch = max_batch
         self._linger_s = linger_s
+        self._gather_s = gather_s
         self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue(queue_size)
         self._conn: PoolConnectionProxy[asyncpg.Record] | None = None
         self._lock = asyncio.Lock()
@@ -78,8 +85,9 @@ class Lane(Generic[T, R]):
 
     async def call(self, item: T) -> R:
         """Run ``item`` in the next round and return its result (or raise its error).
-        When the lane is idle, the caller runs its own round at once (no hand-off)."""
-        if self._queue.empty() and not self._lock.locked():
+        When the lane is idle and does not gather, the caller runs its own round at once
+        (no hand-off)."""
+        if not self._gather_s and self._queue.empty() and not self._lock.locked():
             async with self._lock:
                 return await self._lead(item)
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
@@ -96,6 +104,8 @@ class Lane(Generic[T, R]):
                 except TimeoutError:
                     await self._release_if_idle()
                     continue
+                if self._gather_s:
+                    await asyncio.sleep(self._gather_s)  # let others join this round
                 batch = [first]
                 while len(batch) < self._max_batch and not self._queue.empty():
                     batch.append(self._queue.get_nowait())

@@ -420,6 +420,28 @@ async def test_a_lane_groups_concurrent_requests_and_isolates_a_bad_one(
         await asyncio.gather(runner, return_exceptions=True)
 
 
+async def test_a_gathering_lane_waits_for_requests_coming_one_after_another(
+    pool: asyncpg.Pool,
+) -> None:
+    async def double(conn: Conn, numbers: list[int]) -> list[int]:
+        rows = await conn.fetch("SELECT x * 2 FROM unnest($1::int[]) AS x", numbers)
+        return [r[0] for r in rows]
+
+    lane: Lane[int, int] = Lane("gather", pool, double, gather_s=0.3)
+    runner = asyncio.create_task(lane.run())
+
+    async def later(n: int) -> int:
+        await asyncio.sleep(n * 0.005)  # one by one, as replies are confirmed
+        return await lane.call(n)
+
+    try:
+        assert await asyncio.gather(*(later(n) for n in range(10))) == list(range(0, 20, 2))
+        assert lane.rounds == 1
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
 async def test_a_config_changed_by_another_instance_applies_at_once(
     pool: asyncpg.Pool, sim_world: SimWorld, sim_llm: str, db_url: str
 ) -> None:
