@@ -8,7 +8,7 @@ dropped; meanwhile the queue fills and the sessions stop reading, so Telegram ke
 updates until they can be stored. Nothing is acknowledged (``last_seq``) before it is
 stored: after a crash, Telegram redelivers and the insert is a no-op. Right after each
 commit the new rows are handed to the pipeline (:class:`Stored`), which then need not read
-them back.
+them back. The batches share one pool connection, held while messages keep coming.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 from prometheus_client import Counter
 
 from vibee.automation.events import NO_EVENTS, EventSink, event
@@ -43,6 +45,8 @@ log = logging.getLogger("vibee.automation.ingest")
 
 RECEIVED = Counter("vibee_messages_received", "Messages received and stored (new ones only).")
 MAX_BACKOFF_S = 10.0
+LINGER_S = 0.25
+"""The connection goes back to the pool once no message came for this long."""
 
 
 def to_row(inbound: Inbound) -> InboxRow:
@@ -130,6 +134,8 @@ class Ingest(Service):
         self._on_stored = on_stored
         self._batch_size = batch_size
         self._queue: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=queue_size)
+        self._conn: PoolConnectionProxy[asyncpg.Record] | None = None
+        """Held while messages keep coming (handing it back costs a round trip)."""
 
     def qsize(self) -> int:
         """Messages waiting to be stored."""
@@ -150,24 +156,33 @@ class Ingest(Service):
 
     async def run(self) -> None:
         """Store batches until stopped; on a graceful stop, store what is queued first."""
-        while not (self.stopping.is_set() and self._queue.empty()):
-            batch = await self._next_batch()
-            if batch:
-                links = ((i.session_id, i.message.chat_id, i.message.message_id) for i in batch)
-                with tracing.span("ingest.batch", links=links, messages=len(batch)):
-                    await self._store(batch)
+        stopper = asyncio.ensure_future(self.stopping.wait())
+        try:
+            while not (self.stopping.is_set() and self._queue.empty()):
+                batch = await self._next_batch(stopper)
+                if batch:
+                    links = ((i.session_id, i.message.chat_id, i.message.message_id) for i in batch)
+                    with tracing.span("ingest.batch", links=links, messages=len(batch)):
+                        await self._store(batch)
+                elif self._conn is not None:  # idle for LINGER_S
+                    await self._release()
+        finally:
+            stopper.cancel()
+            await self._release()
 
-    async def _next_batch(self) -> list[Inbound]:
+    async def _next_batch(self, stopper: asyncio.Future[Any]) -> list[Inbound]:
+        """Up to ``batch_size`` queued messages; none when stopping or idle for
+        :data:`LINGER_S`."""
         if self._queue.empty():
             getter = asyncio.ensure_future(self._queue.get())
-            stopper = asyncio.ensure_future(self.stopping.wait())
             try:
-                await asyncio.wait((getter, stopper), return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    (getter, stopper), timeout=LINGER_S, return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
-                stopper.cancel()
                 if not getter.done():
                     getter.cancel()
-                await asyncio.wait((getter, stopper))
+                    await asyncio.wait((getter,))
             if getter.cancelled():
                 return []
             batch = [getter.result()]
@@ -176,6 +191,19 @@ class Ingest(Service):
         while len(batch) < self._batch_size and not self._queue.empty():
             batch.append(self._queue.get_nowait())
         return batch
+
+    async def _release(self, *, broken: bool = False) -> None:
+        """Hand the connection back to the pool (which resets it: one round trip), or
+        close it when ``broken`` (the pool opens a fresh one)."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if broken:
+                conn.terminate()
+            await self._pool.release(conn)
+        except DB_ERRORS as exc:  # broken or already gone: the pool replaces it
+            log.debug("connection not handed back", extra={"error": repr(exc)})
 
     def _publish(self, rows: list[InboxRow]) -> None:
         """``message.received`` for each inbound row of a committed batch (a redelivered
@@ -195,15 +223,15 @@ class Ingest(Service):
         failures = 0
         while True:
             try:
-                async with self._pool.acquire() as conn:
-                    new = await store_new(conn, rows)
-                    if self._on_stored is not None:  # at once: the connection's reset can wait
-                        self._on_stored(Stored(rows, new, time.time()))
-                RECEIVED.inc(len(new))
-                self._publish(rows)
-                return
+                if self._conn is None:
+                    self._conn = await self._pool.acquire()
+                new = await store_new(self._conn, rows)
+            except asyncio.CancelledError:
+                await self._release(broken=True)  # the statement may still run
+                raise
             except DB_ERRORS as exc:
-                # (seen when Postgres restarts); the pool replaces it
+                # (seen when Postgres restarts): a fresh connection for the next try
+                await self._release(broken=True)
                 failures += 1
                 delay = min(MAX_BACKOFF_S, 0.1 * 2 ** min(failures, 10))
                 log.warning(
@@ -211,3 +239,9 @@ class Ingest(Service):
                     extra={"batch": len(rows), "error": repr(exc), "delay": delay},
                 )
                 await asyncio.sleep(delay)
+                continue
+            if self._on_stored is not None:
+                self._on_stored(Stored(rows, new, time.time()))
+            RECEIVED.inc(len(new))
+            self._publish(rows)
+            return

@@ -1,0 +1,84 @@
+"""Ingest keeps one pool connection while messages keep coming, and survives losing it."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import asyncpg
+
+from tests.integration.telegram.test_daemon_sessions import vibee_user
+from tests.integration.telegram.world import eventually
+from vibee.automation.ingest import LINGER_S, Ingest, Stored
+from vibee.store import sessions
+from vibee.telegram.gateway import ChatType, NewMessage
+from vibee.telegram.session_actor import Inbound
+
+
+def inbound(session: int, user: int, message_id: int) -> Inbound:
+    message = NewMessage(
+        seq=message_id,
+        chat_id=777,
+        message_id=message_id,
+        sender_id=5,
+        sender_username=None,
+        text=f"hello {message_id}",
+        date=datetime.now(UTC),
+        chat_type=ChatType.PRIVATE,
+    )
+    return Inbound(session, user, message)
+
+
+def in_use(pool: asyncpg.Pool) -> int:
+    return pool.get_size() - pool.get_idle_size()
+
+
+async def test_batches_share_a_connection_that_goes_back_when_idle(pool: asyncpg.Pool) -> None:
+    user = await vibee_user(pool)
+    session = (await sessions.create(pool, user, "+15550002")).id
+    stored: list[Stored] = []
+    ingest = Ingest(pool, batch_size=10, queue_size=10, on_stored=stored.append)
+    await ingest.start()
+    try:
+        await ingest.deliver(inbound(session, user, 1))
+        await eventually(lambda: _true(len(stored) == 1))
+        assert in_use(pool) == 1  # kept for the next batch (for LINGER_S)
+        await ingest.deliver(inbound(session, user, 2))
+        await eventually(lambda: _true(len(stored) == 2))
+        await asyncio.sleep(LINGER_S * 4)
+        assert in_use(pool) == 0  # idle: handed back, so a small pool is not starved
+    finally:
+        await ingest.stop(10)
+    assert await pool.fetchval("SELECT count(*) FROM messages WHERE session_id = $1", session) == 2
+
+
+async def test_a_connection_lost_while_held_is_replaced_and_nothing_is_lost(
+    pool: asyncpg.Pool, db_url: str
+) -> None:
+    user = await vibee_user(pool)
+    session = (await sessions.create(pool, user, "+15550003")).id
+    stored: list[Stored] = []
+    ingest = Ingest(pool, batch_size=10, queue_size=10, on_stored=stored.append)
+    await ingest.start()
+    try:
+        await ingest.deliver(inbound(session, user, 1))
+        await eventually(lambda: _true(len(stored) == 1))
+        killer = await asyncpg.connect(db_url)
+        try:  # every other backend of the database, the one ingest holds included
+            await killer.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await killer.close()
+        await ingest.deliver(inbound(session, user, 2))
+        await eventually(lambda: _true(len(stored) == 2))
+    finally:
+        await ingest.stop(10)
+    count = await pool.fetchval("SELECT count(*) FROM messages WHERE session_id = $1", session)
+    assert count == 2
+    assert in_use(pool) == 0  # handed back at stop
+
+
+async def _true(value: bool) -> bool:
+    return value
