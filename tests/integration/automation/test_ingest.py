@@ -9,7 +9,7 @@ import asyncpg
 
 from tests.integration.telegram.test_daemon_sessions import vibee_user
 from tests.integration.telegram.world import eventually
-from vibee.automation.ingest import LINGER_S, Ingest, Stored
+from vibee.automation.ingest import LINGER_S, Ingest
 from vibee.store import sessions
 from vibee.telegram.gateway import ChatType, NewMessage
 from vibee.telegram.session_actor import Inbound
@@ -36,7 +36,7 @@ def in_use(pool: asyncpg.Pool) -> int:
 async def test_batches_share_a_connection_that_goes_back_when_idle(pool: asyncpg.Pool) -> None:
     user = await vibee_user(pool)
     session = (await sessions.create(pool, user, "+15550002")).id
-    stored: list[Stored] = []
+    stored: list[set[tuple[int, int]]] = []
     ingest = Ingest(pool, batch_size=10, queue_size=10, on_stored=stored.append)
     await ingest.start()
     try:
@@ -57,7 +57,7 @@ async def test_a_connection_lost_while_held_is_replaced_and_nothing_is_lost(
 ) -> None:
     user = await vibee_user(pool)
     session = (await sessions.create(pool, user, "+15550003")).id
-    stored: list[Stored] = []
+    stored: list[set[tuple[int, int]]] = []
     ingest = Ingest(pool, batch_size=10, queue_size=10, on_stored=stored.append)
     await ingest.start()
     try:
