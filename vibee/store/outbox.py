@@ -189,9 +189,10 @@ async def mark_sent(conn: Conn, outbox: OutboxRow, message_id: int | None) -> No
         try:
             async with conn.transaction():
                 if message_id is not None:
-                    await conn.execute(
-                        "DELETE FROM messages WHERE session_id = $1 AND tg_chat_id = $2 "
-                        "AND message_id = $3 AND direction = 'out' AND random_id IS NULL",
+                    await conn.execute(  # by the unique key first: see turns._MARK_SENT
+                        "DELETE FROM messages WHERE id = (SELECT c.id FROM messages c "
+                        "WHERE c.session_id = $1 AND c.tg_chat_id = $2 AND c.message_id = $3 "
+                        "AND c.direction = 'out') AND random_id IS NULL",
                         outbox.session_id,
                         outbox.tg_chat_id,
                         message_id,

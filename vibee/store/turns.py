@@ -244,11 +244,14 @@ async def record_many(conn: Conn, decided: Sequence[Decided]) -> None:
     )
 
 
+# The copy is found by its unique key first: with ``session_id = $2 AND random_id IS NULL``
+# side by side, Postgres takes the (session_id, random_id) unique index for a one-row
+# lookup and reads every message the session received (tests/integration/store/test_turns).
 _MARK_SENT = (
     "WITH cfg AS (SELECT set_config('synchronous_commit', 'off', true)), "
-    "copy AS (DELETE FROM messages WHERE $4::bigint IS NOT NULL AND session_id = $2 "
-    "AND tg_chat_id = $3 AND message_id = $4 AND direction = 'out' AND random_id IS NULL "
-    "RETURNING id) "
+    "copy AS (DELETE FROM messages WHERE id = (SELECT c.id FROM messages c "
+    "WHERE c.session_id = $2 AND c.tg_chat_id = $3 AND c.message_id = $4::bigint "
+    "AND c.direction = 'out') AND random_id IS NULL RETURNING id) "
     "UPDATE messages SET state = 'sent', message_id = coalesce($4, message_id), "
     "sent_at = now(), updated_at = now(), attempts = attempts + 1 "
     "WHERE id = $1 AND (SELECT count(*) FROM copy) >= 0 AND (SELECT count(*) FROM cfg) = 1"

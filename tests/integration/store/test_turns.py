@@ -84,3 +84,30 @@ async def test_a_copy_committed_meanwhile_is_dropped_on_the_next_try(
     finally:
         await ingest.close()
     assert await out_rows(conn, session) == [(701, "sent", True), (702, "sent", True)]
+
+
+async def test_a_copy_is_looked_up_by_its_key_not_among_everything_received(
+    conn: asyncpg.Connection,
+) -> None:
+    """With ``session_id = … AND random_id IS NULL`` in the same condition, Postgres took
+    the (session, random_id) unique index for a one-row lookup and read every message
+    the session ever received, once per reply marked sent."""
+    user, session = await session_with_messages(conn, 1)
+    await conn.execute(  # a long history: what it received, and what VIBEE answered
+        "INSERT INTO messages (user_id, session_id, tg_chat_id, message_id, sender_id, text, "
+        "direction, state, random_id) SELECT $1, $2, g % 1000, g, 1, 'x', "
+        "CASE WHEN g % 2 = 0 THEN 'out' ELSE 'in' END, 'done', "
+        "CASE WHEN g % 2 = 0 THEN g END FROM generate_series(10, 100000) AS g",
+        user,
+        session,
+    )
+    await conn.execute("SET plan_cache_mode = force_generic_plan")  # as the lanes run it
+    try:
+        await conn.execute("PREPARE mark(bigint, bigint, bigint, bigint) AS " + turns._MARK_SENT)
+        plan = "\n".join(
+            r[0] for r in await conn.fetch(f"EXPLAIN EXECUTE mark(1, {session}, 10, 5000)")
+        )
+    finally:
+        await conn.execute("DEALLOCATE ALL")
+        await conn.execute("RESET plan_cache_mode")
+    assert "random_id_key" not in plan, plan
