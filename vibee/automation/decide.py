@@ -57,8 +57,8 @@ MAX_TEXT = 4096
 ANSWERING = frozenset({"digital_twin", "sniper"})
 """Modes that may reply: their chats keep a dialog in memory."""
 SENT_GATHER_S = 0.005
-"""How long the "sent" marks of many chats wait for each other to share a statement (the
-chat's turn waits with them; its reply is already on its way)."""
+"""How long the "sent" marks of many chats wait for each other to share a statement
+(nobody waits for them: see :meth:`Lanes.on`)."""
 TYPING_AFTER_S = 0.5
 """"typing…" is shown when the model has not answered within this long."""
 
@@ -73,13 +73,20 @@ class Lanes:
     sent: Lane[tuple[outbox.OutboxRow, int | None], None]
 
     @classmethod
-    def on(cls, pool: asyncpg.Pool) -> Lanes:
-        """The four lanes over ``pool``."""
+    def on(cls, pool: asyncpg.Pool, unsent: Callable[[ChatKey], None]) -> Lanes:
+        """The four lanes over ``pool``. The "sent" marks are submitted, not awaited: a
+        turn does not wait for them, and one that fails (or is lost in a crash) leaves its
+        reply pending, which ``unsent(chat)`` (and the sweep) sends again — Telegram
+        refuses the ``random_id`` it has seen, and the reply is then marked sent."""
+
+        def failed(sent: tuple[outbox.OutboxRow, int | None], _error: BaseException) -> None:
+            unsent((sent[0].session_id, sent[0].tg_chat_id))
+
         return cls(
             Lane("load", pool, turns.load_batch),
             Lane("reply", pool, turns.write_replies),
             Lane("record", pool, turns.record_batch),
-            Lane("sent", pool, turns.mark_sent_batch, gather_s=SENT_GATHER_S),
+            Lane("sent", pool, turns.mark_sent_batch, gather_s=SENT_GATHER_S, on_failed=failed),
         )
 
     def all(self) -> tuple[Lane[Any, Any], ...]:
@@ -402,7 +409,7 @@ class Decider:
             if state.dialog is not None:
                 state.dialog.drop(item.id)
             return True
-        await self._lanes.sent.call((item, message_id))
+        await self._lanes.sent.submit((item, message_id))  # see Lanes.on
         if message_id is not None:
             state.add_ours(message_id)
         if state.dialog is not None:

@@ -8,10 +8,12 @@ trip and one commit however many workers asked. Under light load a round holds o
 request and costs what a direct call costs; under heavy load the rounds grow instead of
 the queue. One round at a time uses the connection.
 
-A lane whose callers can wait a little (``gather_s``: the "sent" marks, which nobody
-downstream waits for) never runs a round at once: each round waits ``gather_s`` after its
-first request for others to join, so that many workers share one statement even under
-light load, and the CPU the statements cost stays small.
+A lane whose requests nobody waits for (``gather_s``: the "sent" marks) takes them with
+:meth:`Lane.submit`, which returns at once, and never runs a round at once: each round
+waits ``gather_s`` after its first request for others to join, so that many workers share
+one statement even under light load, and the CPU the statements cost stays small. A
+submitted request that fails is passed to ``on_failed``; the ones still queued when the
+lane stops run in one last round.
 
 The lane holds its pool connection while it has work and for ``linger_s`` after (handing a
 connection back makes asyncpg reset it: one more round trip), then returns it, so a small
@@ -36,6 +38,9 @@ from asyncpg.pool import PoolConnectionProxy
 from vibee.store import Conn
 
 log = logging.getLogger("vibee.automation.lanes")
+
+LAST_ROUND_S = 2.0
+"""How long a stopping lane gives the requests submitted and still queued."""
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -68,6 +73,7 @@ class Lane(Generic[T, R]):
         queue_size: int = 4096,
         linger_s: float = 0.25,
         gather_s: float = 0.0,
+        on_failed: Callable[[T, BaseException], None] | None = None,
     ) -> None:
         self.name = name
         self._pool = pool
@@ -75,6 +81,7 @@ class Lane(Generic[T, R]):
         self._max_batch = max_batch
         self._linger_s = linger_s
         self._gather_s = gather_s
+        self._on_failed = on_failed
         self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue(queue_size)
         self._conn: PoolConnectionProxy[asyncpg.Record] | None = None
         self._lock = asyncio.Lock()
@@ -93,6 +100,24 @@ class Lane(Generic[T, R]):
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         await self._queue.put((item, future))
         return await future
+
+    async def submit(self, item: T) -> None:
+        """Queue ``item`` for the next round without waiting for its result (waits only
+        while the queue is full); a failure goes to ``on_failed``."""
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda done: self._settled(item, done))
+        await self._queue.put((item, future))
+
+    def _settled(self, item: T, future: asyncio.Future[R]) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            log.warning(
+                "a queued statement failed", extra={"lane": self.name, "error": repr(error)}
+            )
+            if self._on_failed is not None:
+                self._on_failed(item, error)
 
     async def run(self) -> None:
         """Serve rounds until cancelled (then hand the connection back)."""
@@ -114,9 +139,27 @@ class Lane(Generic[T, R]):
                     async with self._lock:
                         await self._round(batch)
         finally:
-            while not self._queue.empty():
-                self._queue.get_nowait()[1].cancel()
-            self._drop()
+            try:
+                if self._gather_s and not self._queue.empty():
+                    await self._last_round()
+            finally:
+                while not self._queue.empty():
+                    self._queue.get_nowait()[1].cancel()
+                self._drop()
+
+    async def _last_round(self) -> None:
+        """Run what was submitted and is still queued, once, briefly (the lane stops)."""
+        batch: list[tuple[T, asyncio.Future[R]]] = []
+        while not self._queue.empty() and len(batch) < self._max_batch:
+            batch.append(self._queue.get_nowait())
+        try:
+            async with asyncio.timeout(LAST_ROUND_S):
+                await self._round(batch)  # a failure goes to each request's future
+        except TimeoutError:
+            log.warning(
+                "queued statements not run at stop",
+                extra={"lane": self.name, "requests": len(batch)},
+            )
 
     async def _release_if_idle(self) -> None:
         """Give the connection back to the pool once unused for ``linger_s``."""

@@ -42,7 +42,7 @@ from vibee.automation.ingest import Stored
 from vibee.automation.memory import CONFIG_TTL_S, Chats
 from vibee.automation.notices import ConfigNotices
 from vibee.automation.rag import Rag
-from vibee.automation.scheduler import Scheduler
+from vibee.automation.scheduler import RETRY_S, Scheduler
 from vibee.obs import tracing
 from vibee.runtime import Service, Supervisor
 from vibee.store import DB_ERRORS, automation, embeddings, outbox
@@ -86,7 +86,7 @@ class Pipeline(Service):
         self._scheduler = Scheduler(worker_count * 4)
         self._chats = Chats(DIALOG_TURNS, self._scheduler.pinned)
         self._profiles = Profiles(pool, CONFIG_TTL_S)
-        self._lanes = Lanes.on(pool)
+        self._lanes = Lanes.on(pool, lambda key: self.notify([key], RETRY_S))
         self._notices = ConfigNotices(pool, self._changed, self._missed_changes)
         self._decider = Decider(
             pool,

@@ -442,6 +442,38 @@ async def test_a_gathering_lane_waits_for_requests_coming_one_after_another(
         await asyncio.gather(runner, return_exceptions=True)
 
 
+async def test_submitted_requests_are_not_waited_for_and_failures_are_reported(
+    pool: asyncpg.Pool,
+) -> None:
+    seen: list[int] = []
+
+    async def parse(conn: Conn, texts: list[str]) -> list[None]:
+        rows = await conn.fetch("SELECT x::int FROM unnest($1::text[]) AS x", texts)
+        seen.extend(r[0] for r in rows)
+        return [None] * len(texts)
+
+    failed: list[str] = []
+    lane: Lane[str, None] = Lane(
+        "behind", pool, parse, gather_s=0.2, on_failed=lambda item, _exc: failed.append(item)
+    )
+    runner = asyncio.create_task(lane.run())
+    try:
+        for text in ("1", "oops", "3"):
+            await lane.submit(text)
+        assert seen == []  # queued: the callers went on
+        await eventually(lambda: _true(sorted(seen) == [1, 3] and failed == ["oops"]))
+        for text in ("4", "5"):
+            await lane.submit(text)
+    finally:
+        runner.cancel()  # before the round's time: stopping runs what is queued
+        await asyncio.gather(runner, return_exceptions=True)
+    assert sorted(seen) == [1, 3, 4, 5]
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
 async def test_a_config_changed_by_another_instance_applies_at_once(
     pool: asyncpg.Pool, sim_world: SimWorld, sim_llm: str, db_url: str
 ) -> None:
