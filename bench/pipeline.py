@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vibee.ai.providers.openai_compat import OpenAICompatProvider
 from vibee.ai.router import ProviderSlot, Router
+from vibee.app import settle_heap
 from vibee.automation.ingest import Ingest
 from vibee.automation.pipeline import Pipeline
 from vibee.runtime import CircuitBreaker, Supervisor
@@ -229,8 +230,14 @@ async def run_case(
         per_chat_per_minute=100_000,
         sweep_s=3600,
     )
+    # the tables grew by the earlier cases within a minute: the statistics and the plans
+    # prepared against them are fresh again, as a daemon running for a while finds them
+    # (autovacuum analyzes; asyncpg prepares statements again after 300 s)
+    await pool.execute("ANALYZE messages")
+    await pool.expire_connections()
     for child in (ingest, pipeline, sessions):
         await child.start()
+    settle_heap()  # as `vibee run` does once started
     await manager.sweep()
     while any(
         not getattr(sessions.get(n), "connected", asyncio.Event()).is_set()
