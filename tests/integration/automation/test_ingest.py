@@ -41,10 +41,10 @@ async def test_batches_share_a_connection_that_goes_back_when_idle(pool: asyncpg
     await ingest.start()
     try:
         await ingest.deliver(inbound(session, user, 1))
-        await eventually(lambda: _true(len(stored) == 1))
+        await eventually(lambda: len(stored) == 1)
         assert in_use(pool) == 1  # kept for the next batch (for LINGER_S)
         await ingest.deliver(inbound(session, user, 2))
-        await eventually(lambda: _true(len(stored) == 2))
+        await eventually(lambda: len(stored) == 2)
         await asyncio.sleep(LINGER_S * 4)
         assert in_use(pool) == 0  # idle: handed back, so a small pool is not starved
     finally:
@@ -62,7 +62,7 @@ async def test_a_connection_lost_while_held_is_replaced_and_nothing_is_lost(
     await ingest.start()
     try:
         await ingest.deliver(inbound(session, user, 1))
-        await eventually(lambda: _true(len(stored) == 1))
+        await eventually(lambda: len(stored) == 1)
         killer = await asyncpg.connect(db_url)
         try:  # every other backend of the database, the one ingest holds included
             await killer.execute(
@@ -72,13 +72,9 @@ async def test_a_connection_lost_while_held_is_replaced_and_nothing_is_lost(
         finally:
             await killer.close()
         await ingest.deliver(inbound(session, user, 2))
-        await eventually(lambda: _true(len(stored) == 2))
+        await eventually(lambda: len(stored) == 2)
     finally:
         await ingest.stop(10)
     count = await pool.fetchval("SELECT count(*) FROM messages WHERE session_id = $1", session)
     assert count == 2
     assert in_use(pool) == 0  # handed back at stop
-
-
-async def _true(value: bool) -> bool:
-    return value

@@ -81,6 +81,14 @@ async def setup_account(
     return user, await authorized_session(pool, user, account), account
 
 
+async def answer_at_once(pool: asyncpg.Pool, user: int, session_id: int, chat: int) -> None:
+    """The chat as a digital twin with no reply delay."""
+    await automation.set_chat_config(
+        pool, user, session_id, chat, mode="digital_twin", reply_delay_min_s=0.0,
+        reply_delay_max_s=0.0,
+    )  # fmt: skip
+
+
 async def replies(world: SimWorld, chat: ChatRef, account: AccountRef) -> list[dict[str, Any]]:
     return [m for m in await world.transcript(chat) if m["from"] == account.user_id]
 
@@ -137,15 +145,7 @@ async def test_typing_is_shown_only_while_a_slow_model_writes(
     user, session_id, account = await setup_account(pool, sim_world, "typist")
     friend, _ = await sim_world.user()
     chat = await sim_world.chat("private", [account.user_id, friend])
-    await automation.set_chat_config(
-        pool,
-        user,
-        session_id,
-        chat.seen_by(account.user_id),
-        mode="digital_twin",
-        reply_delay_min_s=0.0,
-        reply_delay_max_s=0.0,
-    )
+    await answer_at_once(pool, user, session_id, chat.seen_by(account.user_id))
     for n, model in enumerate(("gpt", "sim:latency_ms=1500"), start=1):
         before = (await sim_world.request("GET", "/stats"))["typing"]
         async with Vibee(pool, sim_world, sim_llm, model=model):
@@ -167,15 +167,7 @@ async def test_flood_wait_on_sends_delays_but_every_reply_arrives(
     friends = [(await sim_world.user())[0] for _ in range(10)]
     chats = [await sim_world.chat("private", [account.user_id, f]) for f in friends]
     for chat in chats:
-        await automation.set_chat_config(
-            pool,
-            user,
-            session_id,
-            chat.seen_by(account.user_id),
-            mode="digital_twin",
-            reply_delay_min_s=0.0,
-            reply_delay_max_s=0.0,
-        )
+        await answer_at_once(pool, user, session_id, chat.seen_by(account.user_id))
     async with Vibee(pool, sim_world, sim_llm):
         await eventually(lambda: _connected(pool, user, session_id))
         await sim_world.fault("flood_wait", account=account, seconds=1, count=1)
@@ -461,17 +453,13 @@ async def test_submitted_requests_are_not_waited_for_and_failures_are_reported(
         for text in ("1", "oops", "3"):
             await lane.submit(text)
         assert seen == []  # queued: the callers went on
-        await eventually(lambda: _true(sorted(seen) == [1, 3] and failed == ["oops"]))
+        await eventually(lambda: sorted(seen) == [1, 3] and failed == ["oops"])
         for text in ("4", "5"):
             await lane.submit(text)
     finally:
         runner.cancel()  # before the round's time: stopping runs what is queued
         await asyncio.gather(runner, return_exceptions=True)
     assert sorted(seen) == [1, 3, 4, 5]
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def test_a_config_changed_by_another_instance_applies_at_once(

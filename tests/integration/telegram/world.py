@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import os
 import subprocess
@@ -240,11 +241,15 @@ async def next_events(events: AsyncIterator[Event], n: int, timeout: float = 20.
 
 
 async def eventually(probe: Any, timeout: float = 20.0, interval: float = 0.02) -> Any:
-    """Poll the async ``probe()`` until it returns something truthy."""
+    """Poll ``probe()`` (async or not) until it returns something truthy."""
     async with asyncio.timeout(timeout):
-        while not (result := await probe()):
+        while True:
+            result = probe()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return result
             await asyncio.sleep(interval)
-    return result
 
 
 @contextlib.contextmanager
