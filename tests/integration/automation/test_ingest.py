@@ -33,36 +33,54 @@ def in_use(pool: asyncpg.Pool) -> int:
     return pool.get_size() - pool.get_idle_size()
 
 
+class Storing:
+    """A user, a session and a started ingest, recording what it stored."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.stored: list[set[tuple[int, int]]] = []
+        self.ingest = Ingest(pool, batch_size=10, queue_size=10, on_stored=self.stored.append)
+        self.pool = pool
+
+    async def start(self, phone: str) -> None:
+        self.user = await vibee_user(self.pool)
+        self.session = (await sessions.create(self.pool, self.user, phone)).id
+        await self.ingest.start()
+
+    async def store(self, message_id: int) -> None:
+        """Deliver one message and wait until its batch is stored."""
+        before = len(self.stored)
+        await self.ingest.deliver(inbound(self.session, self.user, message_id))
+        await eventually(lambda: len(self.stored) > before)
+
+    async def count(self) -> int:
+        return int(
+            await self.pool.fetchval(
+                "SELECT count(*) FROM messages WHERE session_id = $1", self.session
+            )
+        )
+
+
 async def test_batches_share_a_connection_that_goes_back_when_idle(pool: asyncpg.Pool) -> None:
-    user = await vibee_user(pool)
-    session = (await sessions.create(pool, user, "+15550002")).id
-    stored: list[set[tuple[int, int]]] = []
-    ingest = Ingest(pool, batch_size=10, queue_size=10, on_stored=stored.append)
-    await ingest.start()
+    storing = Storing(pool)
+    await storing.start("+15550002")
     try:
-        await ingest.deliver(inbound(session, user, 1))
-        await eventually(lambda: len(stored) == 1)
+        await storing.store(1)
         assert in_use(pool) == 1  # kept for the next batch (for LINGER_S)
-        await ingest.deliver(inbound(session, user, 2))
-        await eventually(lambda: len(stored) == 2)
+        await storing.store(2)
         await asyncio.sleep(LINGER_S * 4)
         assert in_use(pool) == 0  # idle: handed back, so a small pool is not starved
     finally:
-        await ingest.stop(10)
-    assert await pool.fetchval("SELECT count(*) FROM messages WHERE session_id = $1", session) == 2
+        await storing.ingest.stop(10)
+    assert await storing.count() == 2
 
 
 async def test_a_connection_lost_while_held_is_replaced_and_nothing_is_lost(
     pool: asyncpg.Pool, db_url: str
 ) -> None:
-    user = await vibee_user(pool)
-    session = (await sessions.create(pool, user, "+15550003")).id
-    stored: list[set[tuple[int, int]]] = []
-    ingest = Ingest(pool, batch_size=10, queue_size=10, on_stored=stored.append)
-    await ingest.start()
+    storing = Storing(pool)
+    await storing.start("+15550003")
     try:
-        await ingest.deliver(inbound(session, user, 1))
-        await eventually(lambda: len(stored) == 1)
+        await storing.store(1)
         killer = await asyncpg.connect(db_url)
         try:  # every other backend of the database, the one ingest holds included
             await killer.execute(
@@ -71,10 +89,8 @@ async def test_a_connection_lost_while_held_is_replaced_and_nothing_is_lost(
             )
         finally:
             await killer.close()
-        await ingest.deliver(inbound(session, user, 2))
-        await eventually(lambda: len(stored) == 2)
+        await storing.store(2)
     finally:
-        await ingest.stop(10)
-    count = await pool.fetchval("SELECT count(*) FROM messages WHERE session_id = $1", session)
-    assert count == 2
+        await storing.ingest.stop(10)
+    assert await storing.count() == 2
     assert in_use(pool) == 0  # handed back at stop

@@ -81,9 +81,9 @@ async def setup_account(
     return user, await authorized_session(pool, user, account), account
 
 
-async def answer_at_once(pool: asyncpg.Pool, user: int, session_id: int, chat: int) -> None:
-    """The chat as a digital twin with no reply delay."""
-    await automation.set_chat_config(
+async def answer_at_once(pool: asyncpg.Pool, user: int, session_id: int, chat: int) -> int:
+    """The chat as a digital twin with no reply delay (returns the chat's row id)."""
+    return await automation.set_chat_config(
         pool, user, session_id, chat, mode="digital_twin", reply_delay_min_s=0.0,
         reply_delay_max_s=0.0,
     )  # fmt: skip
@@ -323,15 +323,7 @@ async def test_a_reply_queued_elsewhere_goes_out_in_a_chat_the_pipeline_remember
     friend, _ = await sim_world.user()
     chat = await sim_world.chat("private", [account.user_id, friend])
     tg_chat = chat.seen_by(account.user_id)
-    chat_row = await automation.set_chat_config(
-        pool,
-        user,
-        session_id,
-        tg_chat,
-        mode="digital_twin",
-        reply_delay_min_s=0.0,
-        reply_delay_max_s=0.0,
-    )
+    chat_row = await answer_at_once(pool, user, session_id, tg_chat)
     async with Vibee(pool, sim_world, sim_llm, sweep_s=3600) as vibee:  # no sweep to help
         await eventually(lambda: _connected(pool, user, session_id))
         await sim_world.inject(chat, friend, "hello")
@@ -354,15 +346,7 @@ async def test_the_remembered_dialog_is_the_stored_one(
     friend, _ = await sim_world.user()
     chat = await sim_world.chat("private", [account.user_id, friend])
     tg_chat = chat.seen_by(account.user_id)
-    await automation.set_chat_config(
-        pool,
-        user,
-        session_id,
-        tg_chat,
-        mode="digital_twin",
-        reply_delay_min_s=0.0,
-        reply_delay_max_s=0.0,
-    )
+    await answer_at_once(pool, user, session_id, tg_chat)
     async with Vibee(pool, sim_world, sim_llm) as vibee:
         await eventually(lambda: _connected(pool, user, session_id))
         for n in range(3):
