@@ -59,6 +59,9 @@ ANSWERING = frozenset({"digital_twin", "sniper"})
 SENT_GATHER_S = 0.005
 """How long the "sent" marks of many chats wait for each other to share a statement
 (nobody waits for them: see :meth:`Lanes.on`)."""
+REPLY_WIDTH = 2
+"""Connections the reply writes may use at once: a reply waits for a round in flight only
+when both are busy (each write is a synchronous commit, the slowest statement of a turn)."""
 TYPING_AFTER_S = 0.5
 """"typing…" is shown when the model has not answered within this long."""
 
@@ -84,7 +87,7 @@ class Lanes:
 
         return cls(
             Lane("load", pool, turns.load_batch),
-            Lane("reply", pool, turns.write_replies),
+            Lane("reply", pool, turns.write_replies, width=REPLY_WIDTH),
             Lane("record", pool, turns.record_batch),
             Lane("sent", pool, turns.mark_sent_batch, gather_s=SENT_GATHER_S, on_failed=failed),
         )

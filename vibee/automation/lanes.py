@@ -1,12 +1,14 @@
-"""Lanes: statements from many workers, run together on one connection (group commit).
+"""Lanes: statements from many workers, run together on a few connections (group commit).
 
 A worker calls :meth:`Lane.call` and waits for its result as if it ran the statement
-itself — and when the lane is idle it does: it runs its request at once on the lane's
-connection. The requests that arrive while a round runs queue up, and the lane's task
-runs all of them (up to ``max_batch``) in the next round, in one statement — one round
-trip and one commit however many workers asked. Under light load a round holds one
-request and costs what a direct call costs; under heavy load the rounds grow instead of
-the queue. One round at a time uses the connection.
+itself — and when the lane has a connection free and nothing queued, it does: it runs its
+request at once on that connection. The requests that arrive while every connection of
+the lane is busy queue up, and the lane's tasks run all of them (up to ``max_batch``) in
+the next round, in one statement — one round trip and one commit however many workers
+asked. Under light load a round holds one request and costs what a direct call costs;
+under heavy load the rounds grow instead of the queue. A lane is ``width`` connections
+wide (one round on each at a time): the reply writes, each a synchronous commit, use two,
+so that a reply rarely waits for a round in flight.
 
 A lane whose requests nobody waits for (``gather_s``: the "sent" marks) takes them with
 :meth:`Lane.submit`, which returns at once, and never runs a round at once: each round
@@ -15,13 +17,15 @@ one statement even under light load, and the CPU the statements cost stays small
 submitted request that fails is passed to ``on_failed``; the ones still queued when the
 lane stops run in one last round.
 
-The lane holds its pool connection while it has work and for ``linger_s`` after (handing a
+The lane holds a pool connection while it has work and for ``linger_s`` after (handing a
 connection back makes asyncpg reset it: one more round trip), then returns it, so a small
-pool is never starved by an idle pipeline. Every queue is bounded (``queue_size``): a
-worker waits for room. A round that fails fails every request in it (each worker retries
-its chat) and the connection is dropped for a fresh one — unless the server refused the
-statement for its data (say a row whose session was deleted meanwhile): then the round
-runs again one request at a time, so that one bad request does not fail the others.
+pool is never starved by an idle pipeline; the plans of its statements are made again
+every :data:`REPLAN_S` (see :meth:`Lane._connection`). Every queue is bounded
+(``queue_size``): a worker waits for room. A round that fails fails every request in it
+(each worker retries its chat) and the connection is dropped for a fresh one — unless the
+server refused the statement for its data (say a row whose session was deleted
+meanwhile): then the round runs again one request at a time, so that one bad request
+does not fail the others.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ log = logging.getLogger("vibee.automation.lanes")
 
 LAST_ROUND_S = 2.0
 """How long a stopping lane gives the requests submitted and still queued."""
+REPLAN_S = 1.0
+"""How long a lane's connection keeps the plans of its statements (see :meth:`Lane._connection`)."""
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -59,9 +65,21 @@ def _about_the_data(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, _NOT_THE_DATA)
 
 
+class _Slot:
+    """One of a lane's connections, and who may use it now."""
+
+    def __init__(self) -> None:
+        self.conn: PoolConnectionProxy[asyncpg.Record] | None = None
+        self.lock = asyncio.Lock()
+        """Held by whoever runs a round on this connection (a lane task or a caller)."""
+        self.used = 0.0
+        self.planned = 0.0
+
+
 class Lane(Generic[T, R]):
     """Requests of type ``T`` run in rounds by ``run_batch(conn, items) -> results`` (one
-    result per item, in order). Run :meth:`run` in a task the caller owns."""
+    result per item, in order), on up to ``width`` connections at once. Run :meth:`run`
+    in a task the caller owns."""
 
     def __init__(
         self,
@@ -69,12 +87,15 @@ class Lane(Generic[T, R]):
         pool: asyncpg.Pool,
         run_batch: Callable[[Conn, list[T]], Awaitable[Sequence[R]]],
         *,
+        width: int = 1,
         max_batch: int = 256,
         queue_size: int = 4096,
         linger_s: float = 0.25,
         gather_s: float = 0.0,
         on_failed: Callable[[T, BaseException], None] | None = None,
     ) -> None:
+        if width < 1:
+            raise ValueError(f"a lane needs at least one connection, not {width}")
         self.name = name
         self._pool = pool
         self._run_batch = run_batch
@@ -83,20 +104,21 @@ class Lane(Generic[T, R]):
         self._gather_s = gather_s
         self._on_failed = on_failed
         self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue(queue_size)
-        self._conn: PoolConnectionProxy[asyncpg.Record] | None = None
-        self._lock = asyncio.Lock()
-        """Held by whoever runs a round on the connection (the lane's task or a caller)."""
-        self._used = 0.0
+        self._slots = [_Slot() for _ in range(width)]
+        self._taken: list[tuple[T, asyncio.Future[R]]] = []
+        """Taken from the queue by a task cancelled before its round (see :meth:`run`)."""
         self.rounds = 0
         self.requests = 0
 
     async def call(self, item: T) -> R:
         """Run ``item`` in the next round and return its result (or raise its error).
-        When the lane is idle and does not gather, the caller runs its own round at once
-        (no hand-off)."""
-        if not self._gather_s and self._queue.empty() and not self._lock.locked():
-            async with self._lock:
-                return await self._lead(item)
+        When nothing waits and a connection is free (and the lane does not gather), the
+        caller runs its own round on it at once (no hand-off)."""
+        if not self._gather_s and self._queue.empty():
+            for slot in self._slots:
+                if not slot.lock.locked():
+                    async with slot.lock:
+                        return await self._lead(slot, item)
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         await self._queue.put((item, future))
         return await future
@@ -120,86 +142,101 @@ class Lane(Generic[T, R]):
                 self._on_failed(item, error)
 
     async def run(self) -> None:
-        """Serve rounds until cancelled (then hand the connection back)."""
+        """Serve rounds, one task per connection, until cancelled (then hand the
+        connections back)."""
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(self._linger_s):
-                        first = await self._queue.get()
-                except TimeoutError:
-                    await self._release_if_idle()
-                    continue
-                if self._gather_s:
-                    await asyncio.sleep(self._gather_s)  # let others join this round
-                batch = [first]
-                while len(batch) < self._max_batch and not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                batch = [(item, future) for item, future in batch if not future.done()]
-                if batch:
-                    async with self._lock:
-                        await self._round(batch)
+            async with asyncio.TaskGroup() as group:
+                for n, slot in enumerate(self._slots):
+                    group.create_task(self._serve(slot), name=f"lane:{self.name}:{n}")
         finally:
             try:
-                if self._gather_s and not self._queue.empty():
-                    await self._last_round()
+                if self._gather_s and (self._taken or not self._queue.empty()):
+                    await self._last_round(self._slots[0])
             finally:
                 while not self._queue.empty():
-                    self._queue.get_nowait()[1].cancel()
-                self._drop()
+                    self._taken.append(self._queue.get_nowait())
+                for _, future in self._taken:
+                    future.cancel()
+                self._taken.clear()
+                for slot in self._slots:
+                    self._drop(slot)
 
-    async def _last_round(self) -> None:
+    async def _serve(self, slot: _Slot) -> None:
+        """Take what is queued and run it on ``slot``, round after round."""
+        while True:
+            try:
+                async with asyncio.timeout(self._linger_s):
+                    first = await self._queue.get()
+            except TimeoutError:
+                await self._release_if_idle(slot)
+                continue
+            if self._gather_s:
+                try:
+                    await asyncio.sleep(self._gather_s)  # let others join this round
+                except asyncio.CancelledError:
+                    self._taken.append(first)  # for the last round
+                    raise
+            batch = [first]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            batch = [(item, future) for item, future in batch if not future.done()]
+            if batch:
+                async with slot.lock:
+                    await self._round(slot, batch)
+
+    async def _last_round(self, slot: _Slot) -> None:
         """Run what was submitted and is still queued, once, briefly (the lane stops)."""
-        batch: list[tuple[T, asyncio.Future[R]]] = []
+        batch, self._taken = self._taken, []
         while not self._queue.empty() and len(batch) < self._max_batch:
             batch.append(self._queue.get_nowait())
         try:
             async with asyncio.timeout(LAST_ROUND_S):
-                await self._round(batch)  # a failure goes to each request's future
+                await self._round(slot, batch)  # a failure goes to each request's future
         except TimeoutError:
             log.warning(
                 "queued statements not run at stop",
                 extra={"lane": self.name, "requests": len(batch)},
             )
 
-    async def _release_if_idle(self) -> None:
+    async def _release_if_idle(self, slot: _Slot) -> None:
         """Give the connection back to the pool once unused for ``linger_s``."""
-        idle = time.monotonic() - self._used >= self._linger_s
-        if self._conn is not None and idle and not self._lock.locked():
-            async with self._lock:
-                await self._release()
+        idle = time.monotonic() - slot.used >= self._linger_s
+        if slot.conn is not None and idle and not slot.lock.locked():
+            async with slot.lock:
+                await self._release(slot)
 
-    async def _lead(self, item: T) -> R:
-        """A round of one, run by its caller (holding the lock)."""
+    async def _lead(self, slot: _Slot, item: T) -> R:
+        """A round of one, run by its caller (holding the slot's lock)."""
         self.rounds += 1
         self.requests += 1
         try:
-            conn = await self._connection()
+            conn = await self._connection(slot)
             (result,) = await self._run_batch(conn, [item])
         except asyncio.CancelledError:
-            self._drop()  # the statement may still run: the connection is not reusable
+            self._drop(slot)  # the statement may still run: the connection is not reusable
             raise
         except Exception as exc:
             if not _about_the_data(exc):
-                await self._release(broken=True)
+                await self._release(slot, broken=True)
             raise
         finally:
-            self._used = time.monotonic()
+            slot.used = time.monotonic()
         return result
 
-    async def _round(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+    async def _round(self, slot: _Slot, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         self.rounds += 1
         self.requests += len(batch)
         try:
-            conn = await self._connection()
+            conn = await self._connection(slot)
             results = await self._run_batch(conn, [item for item, _ in batch])
         except asyncio.CancelledError:
             for _, future in batch:  # the lane is going away: so are its callers' requests
                 future.cancel()
-            self._drop()
+            self._drop(slot)
             raise
         except Exception as exc:
             if not _about_the_data(exc):
-                await self._release(broken=True)  # a fresh connection for the next round
+                await self._release(slot, broken=True)  # a fresh connection next round
                 _fail(batch, exc)
             elif len(batch) == 1:
                 _fail(batch, exc)
@@ -209,39 +246,51 @@ class Lane(Generic[T, R]):
                     extra={"lane": self.name, "requests": len(batch), "error": repr(exc)},
                 )
                 for one in batch:
-                    await self._round([one])
+                    await self._round(slot, [one])
             return
         finally:
-            self._used = time.monotonic()
+            slot.used = time.monotonic()
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
 
-    async def _connection(self) -> PoolConnectionProxy[asyncpg.Record]:
-        if self._conn is None:
+    async def _connection(self, slot: _Slot) -> PoolConnectionProxy[asyncpg.Record]:
+        """The slot's connection, its plans at most :data:`REPLAN_S` old.
+
+        The lane's statements take arrays: a custom plan is no better than the generic
+        one, and planning them costs more than running them, so the connection keeps one
+        generic plan per statement (the pool's reset on release undoes the setting). A
+        plan is made for the table sizes of its time, and a cached one is not made again
+        until the next ANALYZE — up to a minute away: a plan made when ``messages`` was
+        empty (a new installation) scans the table, and at 1,000 messages a second that
+        scan grows by 60,000 rows before autovacuum looks. So the plans are discarded
+        every second (made again at their next use, for the tables' size then: the
+        planner scales the last statistics to the current number of pages)."""
+        conn = slot.conn
+        if conn is None:
             conn = await self._pool.acquire()
             try:
-                # the lane's statements take arrays: a custom plan is no better than the
-                # generic one, and planning them costs more than running them (the pool's
-                # reset on release undoes this)
                 await conn.execute("SET plan_cache_mode = force_generic_plan")
             except BaseException:
                 await self._pool.release(conn)
                 raise
-            self._conn = conn
-        return self._conn
+            slot.conn, slot.planned = conn, time.monotonic()
+        elif time.monotonic() - slot.planned >= REPLAN_S:
+            await conn.execute("DISCARD PLANS")
+            slot.planned = time.monotonic()
+        return conn
 
-    def _drop(self) -> None:
-        """Forget the connection, closing it (asyncpg then hands it back to the pool)."""
-        conn, self._conn = self._conn, None
+    def _drop(self, slot: _Slot) -> None:
+        """Forget the slot's connection, closing it (asyncpg then hands it back)."""
+        conn, slot.conn = slot.conn, None
         if conn is not None:
             try:
                 conn.terminate()
             except Exception as exc:  # already released by asyncpg when it broke
                 log.debug("connection gone", extra={"lane": self.name, "error": repr(exc)})
 
-    async def _release(self, *, broken: bool = False) -> None:
-        conn, self._conn = self._conn, None
+    async def _release(self, slot: _Slot, *, broken: bool = False) -> None:
+        conn, slot.conn = slot.conn, None
         if conn is None:
             return
         try:

@@ -17,11 +17,10 @@ from tests.integration.telegram.world import AccountRef, ChatRef, SimWorld, even
 from vibee.ai.providers.openai_compat import OpenAICompatProvider
 from vibee.ai.router import ProviderSlot, Router
 from vibee.automation.ingest import Ingest
-from vibee.automation.lanes import Lane
 from vibee.automation.notices import ConfigNotices
 from vibee.automation.pipeline import Pipeline
 from vibee.runtime import CircuitBreaker, Supervisor
-from vibee.store import Conn, automation, chats, outbox, sessions
+from vibee.store import automation, chats, outbox, sessions
 from vibee.store.inbox import InboxRow, store_batch
 from vibee.telegram.gateway import Gateway
 from vibee.telegram.manager import SessionManager
@@ -370,80 +369,6 @@ async def _dialog_of(
     dialog = await outbox.recent_dialog(pool, session_id, tg_chat)
     pending = await outbox.pending(pool, session_id, tg_chat)
     return dialog if len(dialog) == n and not pending else []
-
-
-async def test_a_lane_groups_concurrent_requests_and_isolates_a_bad_one(
-    pool: asyncpg.Pool,
-) -> None:
-    async def parse(conn: Conn, texts: list[str]) -> list[int]:
-        rows = await conn.fetch("SELECT x::int FROM unnest($1::text[]) AS x", texts)
-        return [r[0] for r in rows]
-
-    lane: Lane[str, int] = Lane("test", pool, parse)
-    runner = asyncio.create_task(lane.run())
-    try:
-        together = await asyncio.gather(*(lane.call(str(n)) for n in range(200)))
-        assert together == list(range(200))
-        assert lane.rounds <= 3  # the first alone, the others grouped
-        texts = [str(n) for n in range(50)]
-        texts[30] = "oops"
-        results = await asyncio.gather(*(lane.call(t) for t in texts), return_exceptions=True)
-        assert [r for i, r in enumerate(results) if i != 30] == [n for n in range(50) if n != 30]
-        assert isinstance(results[30], asyncpg.InvalidTextRepresentationError)
-        assert await lane.call("7") == 7  # the lane goes on
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
-
-
-async def test_a_gathering_lane_waits_for_requests_coming_one_after_another(
-    pool: asyncpg.Pool,
-) -> None:
-    async def double(conn: Conn, numbers: list[int]) -> list[int]:
-        rows = await conn.fetch("SELECT x * 2 FROM unnest($1::int[]) AS x", numbers)
-        return [r[0] for r in rows]
-
-    lane: Lane[int, int] = Lane("gather", pool, double, gather_s=0.3)
-    runner = asyncio.create_task(lane.run())
-
-    async def later(n: int) -> int:
-        await asyncio.sleep(n * 0.005)  # one by one, as replies are confirmed
-        return await lane.call(n)
-
-    try:
-        assert await asyncio.gather(*(later(n) for n in range(10))) == list(range(0, 20, 2))
-        assert lane.rounds == 1
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
-
-
-async def test_submitted_requests_are_not_waited_for_and_failures_are_reported(
-    pool: asyncpg.Pool,
-) -> None:
-    seen: list[int] = []
-
-    async def parse(conn: Conn, texts: list[str]) -> list[None]:
-        rows = await conn.fetch("SELECT x::int FROM unnest($1::text[]) AS x", texts)
-        seen.extend(r[0] for r in rows)
-        return [None] * len(texts)
-
-    failed: list[str] = []
-    lane: Lane[str, None] = Lane(
-        "behind", pool, parse, gather_s=0.2, on_failed=lambda item, _exc: failed.append(item)
-    )
-    runner = asyncio.create_task(lane.run())
-    try:
-        for text in ("1", "oops", "3"):
-            await lane.submit(text)
-        assert seen == []  # queued: the callers went on
-        await eventually(lambda: sorted(seen) == [1, 3] and failed == ["oops"])
-        for text in ("4", "5"):
-            await lane.submit(text)
-    finally:
-        runner.cancel()  # before the round's time: stopping runs what is queued
-        await asyncio.gather(runner, return_exceptions=True)
-    assert sorted(seen) == [1, 3, 4, 5]
 
 
 async def test_a_config_changed_by_another_instance_applies_at_once(
