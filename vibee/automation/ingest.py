@@ -8,7 +8,12 @@ dropped; meanwhile the queue fills and the sessions stop reading, so Telegram ke
 updates until they can be stored. Nothing is acknowledged (``last_seq``) before it is
 stored: after a crash, Telegram redelivers and the insert is a no-op. Right after each
 commit the new rows are handed to the pipeline (:class:`Stored`), which then need not read
-them back. The batches share one pool connection, held while messages keep coming.
+them back.
+
+:data:`WRITERS` batches are stored at once, each by its own task on its own pool
+connection (held while messages keep coming): one writer keeps Postgres half idle while
+its statement runs. A session's messages always go to the same writer, so they are stored
+in the order they came and a session's ``last_seq`` never runs ahead of what is stored.
 """
 
 from __future__ import annotations
@@ -46,7 +51,9 @@ log = logging.getLogger("vibee.automation.ingest")
 RECEIVED = Counter("vibee_messages_received", "Messages received and stored (new ones only).")
 MAX_BACKOFF_S = 10.0
 LINGER_S = 0.25
-"""The connection goes back to the pool once no message came for this long."""
+"""A writer's connection goes back to the pool once no message came for this long."""
+WRITERS = 2
+"""Batches stored at once (the queue is split evenly between them)."""
 
 
 def to_row(inbound: Inbound) -> InboxRow:
@@ -110,8 +117,17 @@ class Stored(set[tuple[int, int]]):
                 self.outbound.append((key, (stored.id, "out", r.text, r.message_id)))
 
 
+class _Writer:
+    """A queue of the messages of some sessions, and the connection they are stored on."""
+
+    def __init__(self, queue_size: int) -> None:
+        self.queue: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=queue_size)
+        self.conn: PoolConnectionProxy[asyncpg.Record] | None = None
+        """Held while messages keep coming (handing it back costs a round trip)."""
+
+
 class Ingest(Service):
-    """The ``ingest`` child: a bounded queue in, batched transactions out."""
+    """The ``ingest`` child: bounded queues in, batched transactions out."""
 
     queue_label = "ingest"
 
@@ -133,18 +149,17 @@ class Ingest(Service):
         self._pool = pool
         self._on_stored = on_stored
         self._batch_size = batch_size
-        self._queue: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=queue_size)
-        self._conn: PoolConnectionProxy[asyncpg.Record] | None = None
-        """Held while messages keep coming (handing it back costs a round trip)."""
+        share = max(1, queue_size // WRITERS)
+        self._writers = [_Writer(share) for _ in range(WRITERS)]
 
     def qsize(self) -> int:
         """Messages waiting to be stored."""
-        return self._queue.qsize()
+        return sum(w.queue.qsize() for w in self._writers)
 
     async def deliver(self, inbound: Inbound) -> None:
-        """Queue one message; waits while the queue is full (backpressure)."""
+        """Queue one message; waits while its writer's queue is full (backpressure)."""
         tracing.remember(inbound.session_id, inbound.message.chat_id, inbound.message.message_id)
-        await self._queue.put(inbound)
+        await self._writers[inbound.session_id % len(self._writers)].queue.put(inbound)
 
     async def on_start(self) -> None:
         """Export the queue depth."""
@@ -158,23 +173,33 @@ class Ingest(Service):
         """Store batches until stopped; on a graceful stop, store what is queued first."""
         stopper = asyncio.ensure_future(self.stopping.wait())
         try:
-            while not (self.stopping.is_set() and self._queue.empty()):
-                batch = await self._next_batch(stopper)
+            async with asyncio.TaskGroup() as group:
+                for n, writer in enumerate(self._writers):
+                    group.create_task(self._drain(writer, stopper), name=f"ingest:{n}")
+        finally:
+            stopper.cancel()
+
+    async def _drain(self, writer: _Writer, stopper: asyncio.Future[Any]) -> None:
+        """One writer's batches, one after another, until stopped and its queue empty."""
+        try:
+            while not (self.stopping.is_set() and writer.queue.empty()):
+                batch = await self._next_batch(writer.queue, stopper)
                 if batch:
                     links = ((i.session_id, i.message.chat_id, i.message.message_id) for i in batch)
                     with tracing.span("ingest.batch", links=links, messages=len(batch)):
-                        await self._store(batch)
-                elif self._conn is not None:  # idle for LINGER_S
-                    await self._release()
+                        await self._store(writer, batch)
+                elif writer.conn is not None:  # idle for LINGER_S
+                    await self._release(writer)
         finally:
-            stopper.cancel()
-            await self._release()
+            await self._release(writer)
 
-    async def _next_batch(self, stopper: asyncio.Future[Any]) -> list[Inbound]:
+    async def _next_batch(
+        self, queue: asyncio.Queue[Inbound], stopper: asyncio.Future[Any]
+    ) -> list[Inbound]:
         """Up to ``batch_size`` queued messages; none when stopping or idle for
         :data:`LINGER_S`."""
-        if self._queue.empty():
-            getter = asyncio.ensure_future(self._queue.get())
+        if queue.empty():
+            getter = asyncio.ensure_future(queue.get())
             try:
                 await asyncio.wait(
                     (getter, stopper), timeout=LINGER_S, return_when=asyncio.FIRST_COMPLETED
@@ -187,15 +212,15 @@ class Ingest(Service):
                 return []
             batch = [getter.result()]
         else:
-            batch = [self._queue.get_nowait()]
-        while len(batch) < self._batch_size and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
+            batch = [queue.get_nowait()]
+        while len(batch) < self._batch_size and not queue.empty():
+            batch.append(queue.get_nowait())
         return batch
 
-    async def _release(self, *, broken: bool = False) -> None:
-        """Hand the connection back to the pool (which resets it: one round trip), or
-        close it when ``broken`` (the pool opens a fresh one)."""
-        conn, self._conn = self._conn, None
+    async def _release(self, writer: _Writer, *, broken: bool = False) -> None:
+        """Hand the writer's connection back to the pool (which resets it: one round
+        trip), or close it when ``broken`` (the pool opens a fresh one)."""
+        conn, writer.conn = writer.conn, None
         if conn is None:
             return
         try:
@@ -218,20 +243,20 @@ class Ingest(Service):
                 )
                 self._events.publish(r.user_id, found)
 
-    async def _store(self, batch: list[Inbound]) -> None:
+    async def _store(self, writer: _Writer, batch: list[Inbound]) -> None:
         rows = [to_row(inbound) for inbound in batch]
         failures = 0
         while True:
             try:
-                if self._conn is None:
-                    self._conn = await self._pool.acquire()
-                new = await store_new(self._conn, rows)
+                if writer.conn is None:
+                    writer.conn = await self._pool.acquire()
+                new = await store_new(writer.conn, rows)
             except asyncio.CancelledError:
-                await self._release(broken=True)  # the statement may still run
+                await self._release(writer, broken=True)  # the statement may still run
                 raise
             except DB_ERRORS as exc:
                 # (seen when Postgres restarts): a fresh connection for the next try
-                await self._release(broken=True)
+                await self._release(writer, broken=True)
                 failures += 1
                 delay = min(MAX_BACKOFF_S, 0.1 * 2 ** min(failures, 10))
                 log.warning(

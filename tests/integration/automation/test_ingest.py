@@ -1,4 +1,5 @@
-"""Ingest keeps one pool connection while messages keep coming, and survives losing it."""
+"""Ingest: its writers keep a pool connection while messages keep coming, survive losing
+it, and store different sessions side by side."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import asyncpg
 
 from tests.integration.telegram.test_daemon_sessions import vibee_user
 from tests.integration.telegram.world import eventually
-from vibee.automation.ingest import LINGER_S, Ingest
+from vibee.automation.ingest import LINGER_S, WRITERS, Ingest
 from vibee.store import sessions
 from vibee.telegram.gateway import ChatType, NewMessage
 from vibee.telegram.session_actor import Inbound
@@ -48,8 +49,12 @@ class Storing:
 
     async def store(self, message_id: int) -> None:
         """Deliver one message and wait until its batch is stored."""
+        await self.store_for(self.session, message_id)
+
+    async def store_for(self, session: int, message_id: int) -> None:
+        """Deliver one message of ``session`` and wait until its batch is stored."""
         before = len(self.stored)
-        await self.ingest.deliver(inbound(self.session, self.user, message_id))
+        await self.ingest.deliver(inbound(session, self.user, message_id))
         await eventually(lambda: len(self.stored) > before)
 
     async def count(self) -> int:
@@ -94,3 +99,29 @@ async def test_a_connection_lost_while_held_is_replaced_and_nothing_is_lost(
         await storing.ingest.stop(10)
     assert await storing.count() == 2
     assert in_use(pool) == 0  # handed back at stop
+
+
+async def test_a_session_whose_batch_is_stuck_does_not_hold_up_the_others(
+    pool: asyncpg.Pool, db_url: str
+) -> None:
+    """Two writers: a session's messages always go to the same one (kept in order), and a
+    batch waiting on a lock delays only the sessions of its writer."""
+    assert WRITERS == 2
+    storing = Storing(pool)
+    await storing.start("+15550004")
+    stuck = storing.session
+    other = (await sessions.create(pool, storing.user, "+15550005")).id
+    if other % WRITERS == stuck % WRITERS:
+        other = (await sessions.create(pool, storing.user, "+15550006")).id
+    locker = await asyncpg.connect(db_url)
+    try:
+        async with locker.transaction():  # storing a batch updates the session's last_seq
+            await locker.execute("SELECT 1 FROM telegram_sessions WHERE id = $1 FOR UPDATE", stuck)
+            await storing.ingest.deliver(inbound(stuck, storing.user, 1))
+            await storing.store_for(other, 1)  # stored while the first batch waits
+            assert await storing.count() == 0
+        await eventually(lambda: storing.count())
+    finally:
+        await locker.close()
+        await storing.ingest.stop(10)
+    assert await storing.count() == 1
