@@ -3,12 +3,15 @@
 A worker calls :meth:`Lane.call` and waits for its result as if it ran the statement
 itself — and when the lane has a connection free and nothing queued, it does: it runs its
 request at once on that connection. The requests that arrive while every connection of
-the lane is busy queue up, and the lane's tasks run all of them (up to ``max_batch``) in
+the lane is busy queue up, and the lane's task runs all of them (up to ``max_batch``) in
 the next round, in one statement — one round trip and one commit however many workers
 asked. Under light load a round holds one request and costs what a direct call costs;
-under heavy load the rounds grow instead of the queue. A lane is ``width`` connections
-wide (one round on each at a time): the reply writes, each a synchronous commit, use two,
-so that a reply rarely waits for a round in flight.
+under heavy load the rounds grow instead of the queue. A lane may be ``width``
+connections wide: a caller who finds nothing queued and the first connection busy runs its
+round on another one, while what queues still runs in growing rounds on the first. The
+reply writes, each a synchronous commit, use two: under moderate load a reply then rarely
+waits for a round in flight, and under a load Postgres cannot keep up with the rounds
+still grow instead of splitting.
 
 A lane whose requests nobody waits for (``gather_s``: the "sent" marks) takes them with
 :meth:`Lane.submit`, which returns at once, and never runs a round at once: each round
@@ -106,14 +109,14 @@ class Lane(Generic[T, R]):
         self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue(queue_size)
         self._slots = [_Slot() for _ in range(width)]
         self._taken: list[tuple[T, asyncio.Future[R]]] = []
-        """Taken from the queue by a task cancelled before its round (see :meth:`run`)."""
+        """Taken from the queue by the lane's task cancelled before its round."""
         self.rounds = 0
         self.requests = 0
 
     async def call(self, item: T) -> R:
         """Run ``item`` in the next round and return its result (or raise its error).
-        When nothing waits and a connection is free (and the lane does not gather), the
-        caller runs its own round on it at once (no hand-off)."""
+        When nothing is queued and a connection is free (and the lane does not gather),
+        the caller runs its own round on it at once (no hand-off)."""
         if not self._gather_s and self._queue.empty():
             for slot in self._slots:
                 if not slot.lock.locked():
@@ -142,16 +145,38 @@ class Lane(Generic[T, R]):
                 self._on_failed(item, error)
 
     async def run(self) -> None:
-        """Serve rounds, one task per connection, until cancelled (then hand the
-        connections back)."""
+        """Serve rounds until cancelled (then hand the connections back). The queued
+        requests run on the first connection; the others serve only callers who found
+        nothing queued (see :meth:`call`), so that under a load the lane cannot keep up
+        with, its rounds grow rather than split (each round costs the server as much as
+        its requests together)."""
+        first_slot = self._slots[0]
         try:
-            async with asyncio.TaskGroup() as group:
-                for n, slot in enumerate(self._slots):
-                    group.create_task(self._serve(slot), name=f"lane:{self.name}:{n}")
+            while True:
+                try:
+                    async with asyncio.timeout(self._linger_s):
+                        first = await self._queue.get()
+                except TimeoutError:
+                    for slot in self._slots:
+                        await self._release_if_idle(slot)
+                    continue
+                if self._gather_s:
+                    try:
+                        await asyncio.sleep(self._gather_s)  # let others join this round
+                    except asyncio.CancelledError:
+                        self._taken.append(first)  # for the last round
+                        raise
+                batch = [first]
+                while len(batch) < self._max_batch and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                batch = [(item, future) for item, future in batch if not future.done()]
+                if batch:
+                    async with first_slot.lock:
+                        await self._round(first_slot, batch)
         finally:
             try:
                 if self._gather_s and (self._taken or not self._queue.empty()):
-                    await self._last_round(self._slots[0])
+                    await self._last_round(first_slot)
             finally:
                 while not self._queue.empty():
                     self._taken.append(self._queue.get_nowait())
@@ -160,29 +185,6 @@ class Lane(Generic[T, R]):
                 self._taken.clear()
                 for slot in self._slots:
                     self._drop(slot)
-
-    async def _serve(self, slot: _Slot) -> None:
-        """Take what is queued and run it on ``slot``, round after round."""
-        while True:
-            try:
-                async with asyncio.timeout(self._linger_s):
-                    first = await self._queue.get()
-            except TimeoutError:
-                await self._release_if_idle(slot)
-                continue
-            if self._gather_s:
-                try:
-                    await asyncio.sleep(self._gather_s)  # let others join this round
-                except asyncio.CancelledError:
-                    self._taken.append(first)  # for the last round
-                    raise
-            batch = [first]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            batch = [(item, future) for item, future in batch if not future.done()]
-            if batch:
-                async with slot.lock:
-                    await self._round(slot, batch)
 
     async def _last_round(self, slot: _Slot) -> None:
         """Run what was submitted and is still queued, once, briefly (the lane stops)."""
