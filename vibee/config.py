@@ -69,7 +69,7 @@ class DatabaseConfig(_Section):
     url: str = ""
     password_file: Path | None = None
     pool_min_size: int = Field(2, ge=0)
-    pool_max_size: int = Field(10, gt=0)
+    pool_max_size: int = Field(20, gt=0)
     connect_timeout_s: float = Field(10.0, gt=0)
     command_timeout_s: float = Field(30.0, gt=0)
 
