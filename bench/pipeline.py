@@ -18,7 +18,9 @@ processes, all on the same cores.
   (``vibee_pipeline_latency_seconds``: stored → handed to Telegram, AI time and the reply
   delay excluded; quantiles from the histogram buckets, so upper bounds) and the
   end-to-end latency as the sim saw it (a message's arrival → its reply's arrival:
-  ingest, pipeline, AI and Telegram's hops, nothing excluded; exact quantiles).
+  ingest, pipeline, AI and Telegram's hops, nothing excluded; exact quantiles). The
+  overhead's parts (``vibee_pipeline_stage_seconds``: queued, decide, write) come as
+  ``stages_ms_at_most`` (p50, p99 upper bounds each).
 * ingest: observed chats only; stored msgs/s, beside asyncpg inserting the same rows with
   ``unnest`` batches into a scratch table in the same run.
 """
@@ -63,15 +65,25 @@ BURST_S = 0.1
 RATES = (100, 1000, 5000)
 
 
-def histogram() -> list[tuple[float, float]]:
-    """(upper bound, cumulative count) of the pipeline latency histogram now."""
+STAGE_METRIC = "vibee_pipeline_stage_seconds"
+STAGES = ("queued", "decide", "write")
+
+
+def histogram(name: str = BUCKET_METRIC, stage: str | None = None) -> list[tuple[float, float]]:
+    """(upper bound, cumulative count) of a histogram now (of one ``stage`` of
+    :data:`STAGE_METRIC`)."""
     out = []
     for metric in REGISTRY.collect():
-        if metric.name == BUCKET_METRIC:
+        if metric.name == name:
             for sample in metric.samples:
-                if sample.name.endswith("_bucket"):
+                if sample.name.endswith("_bucket") and sample.labels.get("stage") == stage:
                     out.append((float(sample.labels["le"]), sample.value))
     return sorted(out)
+
+
+def stage_histograms() -> dict[str, list[tuple[float, float]]]:
+    """:func:`histogram` of each stage of the overhead."""
+    return {stage: histogram(STAGE_METRIC, stage) for stage in STAGES}
 
 
 def quantile(
@@ -281,14 +293,14 @@ async def run_case(
         await finished(pool, ids, warmed)
     sent_before = await count(pool, _SENT, ids)
     stored_before = await count(pool, _STORED, ids)
-    before = histogram()
+    before, stages_before = histogram(), stage_histograms()
     since = time.time()
     started = time.perf_counter()
     offered = await offer(url, world, rate, seconds, arrival)
     await finished(pool, ids, stored_before + offered)
     elapsed = time.perf_counter() - started
     sent = await count(pool, _SENT, ids) - sent_before
-    after = histogram()
+    after, stages_after = histogram(), stage_histograms()
     for child in (sessions, pipeline, ingest):
         await child.stop(30)
     await router.close()
@@ -304,6 +316,13 @@ async def run_case(
         "overhead_p99_ms_at_most": round(quantile(before, after, 0.99) * 1000, 3),
         "end_to_end_p50_ms": exact(e2e, 0.5),
         "end_to_end_p99_ms": exact(e2e, 0.99),
+        "stages_ms_at_most": {
+            stage: [
+                round(quantile(stages_before[stage], stages_after[stage], q) * 1000, 3)
+                for q in (0.5, 0.99)
+            ]
+            for stage in STAGES
+        },
     }
 
 

@@ -655,6 +655,30 @@ ARRIVALS = {
 """How bench/pipeline.py's messages arrived, as the tables say it."""
 
 
+PIPELINE_STAGES = ("queued", "decide", "write")
+"""The parts of the overhead bench/pipeline.py reports (``stages_ms_at_most``)."""
+
+
+def _stages(f: Figures) -> list[Part]:
+    """The overhead's parts in the paced cases (runs since 2026-11-25 only)."""
+    rows = []
+    for case in f.each("paced_cases", optional=True):
+        if not case.has("stages_ms_at_most"):
+            continue
+        row = [case.num("offered_msgs_per_s")]
+        for stage in PIPELINE_STAGES:
+            found = case.get("stages_ms_at_most", stage, optional=True)
+            p50, p99 = ([*found, None, None] if isinstance(found, list) else [None, None])[:2]
+            row.append(pair(ms_or_s(p50), ms_or_s(p99)))
+        rows.append(row)
+    for case in f.each("cases", optional=True):
+        case.ignore("stages_ms_at_most")  # the bursts: the paced cases show the parts
+    if not rows:
+        return []
+    header = ["one by one, offered msgs/s"] + [f"{s} p50 / p99 ≤" for s in PIPELINE_STAGES]
+    return [Table(header, rows)]
+
+
 def render_pipeline(f: Figures) -> list[Part]:
     """bench/pipeline.py: replies end to end at several rates and AI latencies, and ingest."""
     header = [
@@ -690,6 +714,7 @@ def render_pipeline(f: Figures) -> list[Part]:
             )
         if rows:
             parts.append(Table(header, rows))
+    parts.extend(_stages(f))
 
     cases = [c for c in f.each("cases") if c.get("ai_latency_ms", optional=True) == 0]
     best = max(
@@ -863,10 +888,13 @@ def render_plain(f: Figures) -> list[Part]:
 
 
 def _at(node: Any, path: KeyPath) -> Any:
-    """The value at ``path``; list items (``[]``) shown as the list of their values."""
+    """The value at ``path``; list items (``[]``) shown as the list of their values (None
+    for an item without it)."""
     for i, part in enumerate(path):
         if part == "[]":
             return [_at(item, path[i + 1 :]) for item in node]
+        if not isinstance(node, Mapping) or part not in node:
+            return None
         node = node[part]
     return node
 

@@ -365,6 +365,21 @@ def test_pipeline_rows_from_its_json() -> None:
     assert "not rendered" not in block and "missing" not in block
 
 
+def test_pipeline_stages_of_the_paced_cases() -> None:
+    data = json.loads(json.dumps(PIPELINE))
+    stages = {"queued": [0.5, 2.5], "decide": [0.5, 1.0], "write": [2.5, 25.0]}
+    for c in data["cases"] + data["paced_cases"]:
+        c["stages_ms_at_most"] = stages
+    del data["paced_cases"][0]["stages_ms_at_most"]  # a run from before: no row
+    data["paced_cases"][1]["stages_ms_at_most"]["write"] = [None]  # a figure missing
+    block = report.render("pipeline", data, RUN)
+    header = next(r for r in rows(block) if r[0] == "one by one, offered msgs/s")
+    assert header[1:] == ["queued p50 / p99 ≤", "decide p50 / p99 ≤", "write p50 / p99 ≤"]
+    stage_rows = [r for r in rows(block) if len(r) == 4 and r[0] in ("100", "1,000")]
+    assert stage_rows == [["1,000", "0.5 ms / 2.5 ms", "0.5 ms / 1 ms", "—"]]
+    assert "not rendered" not in block and "missing" not in block
+
+
 def test_pipeline_json_that_changed_shape_renders_what_it_knows() -> None:
     data = json.loads(json.dumps(PIPELINE))
     for c in data["cases"]:
@@ -439,6 +454,9 @@ def test_a_bench_without_renderer_gets_a_key_value_table() -> None:
     block = report.render("newbench", {"a": {"b": 1.5}, "c": [1, 2]}, RUN)
     assert row(block, "`a.b`") == ["`a.b`", "1.5"]
     assert row(block, "`c`")[1] == "[1, 2]"
+    # list items with different keys (a newer run's key in some cases only)
+    block = report.render("newbench", {"cases": [{"a": 1}, {"a": 2, "b": 3}]}, RUN)
+    assert row(block, "`cases[].b`")[1] == "[null, 3]"
 
 
 SAMPLES = {"runtime": RUNTIME, "pipeline": PIPELINE, "api": API, "sessions": SESSIONS}

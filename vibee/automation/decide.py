@@ -11,7 +11,10 @@ last answered message was stored (ingest's commit returned; for a message read b
 the database, its ``created_at``) to the moment the reply is handed to the session's send,
 less the model's call, the wait for "typing" and the part of the deliberate reply delay
 that came after that message. Under load, the model's call also takes the time the event
-loop spends on other chats meanwhile; that time is excluded with it.
+loop spends on other chats meanwhile; that time is excluded with it. Its main parts are
+measured too (``vibee_pipeline_stage_seconds``): *queued* — stored → the turn that
+answers begins (a worker took the chat), the reply delay excluded; *decide* — that turn
+→ the model asked (reads, policy, context); *write* — the reply's durable write.
 """
 
 from __future__ import annotations
@@ -48,10 +51,19 @@ ChatKey = tuple[int, int]
 
 REPLIES = Counter("vibee_replies", "Replies written to the outbox, by chat mode.", ["mode"])
 SENT = Counter("vibee_messages_sent", "Replies handed to Telegram and confirmed.")
+OVERHEAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 LATENCY = Histogram(
     "vibee_pipeline_latency_seconds",
     "Inbound stored → reply handed to Telegram, AI time and the deliberate reply delay excluded.",
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    buckets=OVERHEAD_BUCKETS,
+)
+STAGES = Histogram(
+    "vibee_pipeline_stage_seconds",
+    "The pipeline overhead by stage: queued (stored → the turn that answers begins, the "
+    "deliberate reply delay excluded), decide (that turn → the model asked), write (the "
+    "reply's durable write to the outbox).",
+    ["stage"],
+    buckets=OVERHEAD_BUCKETS,
 )
 MAX_TEXT = 4096
 ANSWERING = frozenset({"digital_twin", "sniper"})
@@ -178,6 +190,7 @@ class Decider:
 
     async def process(self, key: ChatKey) -> None:
         """One turn of a chat: its unsent replies, then its undecided messages."""
+        began = time.time()
         state = self._chats.get(key)
         actor = self._actor(key[0])
         for item in await self._refresh(state):
@@ -235,7 +248,7 @@ class Decider:
             self._later(key, state.reply_at - time.monotonic())  # gather what comes meanwhile
             return
         state.reply_at = None
-        await self._answer(state, answer, config, actor)
+        await self._answer(state, answer, config, actor, began)
 
     async def _ours(self, state: ChatState, replied_to: list[int]) -> set[int]:
         """Which of ``replied_to`` are the account's own messages (memory, else Postgres)."""
@@ -274,8 +287,10 @@ class Decider:
         rows: list[outbox.InboundRow],
         config: automation.ChatConfig,
         actor: SessionActor | None,
+        began: float,
     ) -> None:
-        """Ask the model, write the reply to the outbox, send it."""
+        """Ask the model, write the reply to the outbox, send it (``began``: when the
+        turn began, ``time.time()``)."""
         router = self._router()
         if router is None:
             return
@@ -286,7 +301,7 @@ class Decider:
         request = compose_request(rows, config, persona, examples, dialog, similar)
         typing = _Typing(actor, last.tg_chat_id)  # shown if the model takes a while
         try:
-            ai_started = time.monotonic()
+            ai_started, asked = time.monotonic(), time.time()
             answer = await router.complete(request, user_id=last.user_id)
             ai_s = time.monotonic() - ai_started
             if not isinstance(answer, Completion):
@@ -303,6 +318,7 @@ class Decider:
             reply_to = last.message_id if (last.flags & (FLAG_GROUP | FLAG_CHANNEL)) else None
             random_id = random_id_for(last.session_id, last.id)
             data = {"provider": answer.provider, "canned": answer.canned, "answered": len(rows)}
+            writing = time.monotonic()
             written = await self._lanes.replies.call(
                 turns.ReplyWrite(
                     rows,
@@ -314,6 +330,7 @@ class Decider:
                     actor.epoch if actor is not None else None,
                 )
             )
+            write_s = time.monotonic() - writing
             self._chats.decided(state, rows)
             REPLIES.labels(config.mode).inc()
             if written.outbox_id is None:
@@ -341,6 +358,9 @@ class Decider:
             state.wait_from = state.wait_until = 0.0
             if actor is not None and actor.connected.is_set():
                 LATENCY.observe(max(0.0, time.time() - stored - ai_s - telegram_s - waited))
+                STAGES.labels("queued").observe(max(0.0, began - stored - waited))
+                STAGES.labels("decide").observe(max(0.0, asked - began))
+                STAGES.labels("write").observe(write_s)
             if not await self._send(state, item, actor):
                 state.work_known = False  # the sweep (or the next message) comes back to it
         finally:

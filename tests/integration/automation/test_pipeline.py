@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from prometheus_client import REGISTRY
 
 from tests.integration.telegram.test_daemon_sessions import KEYRING, authorized_session, vibee_user
 from tests.integration.telegram.world import AccountRef, ChatRef, SimWorld, eventually
@@ -147,6 +148,7 @@ async def test_typing_is_shown_only_while_a_slow_model_writes(
     await answer_at_once(pool, user, session_id, chat.seen_by(account.user_id))
     for n, model in enumerate(("gpt", "sim:latency_ms=1500"), start=1):
         before = (await sim_world.request("GET", "/stats"))["typing"]
+        stages_before = _stage_samples()
         async with Vibee(pool, sim_world, sim_llm, model=model):
             await eventually(lambda: _connected(pool, user, session_id))
             await sim_world.inject(chat, friend, f"question {n}")
@@ -157,6 +159,22 @@ async def test_typing_is_shown_only_while_a_slow_model_writes(
             await eventually(replied, timeout=30)
         shown = (await sim_world.request("GET", "/stats"))["typing"] - before
         assert shown == (0 if model == "gpt" else 1), model  # at once: none; slow: one
+        # the overhead's parts: one observation each, the model's 1.5 s in none of them
+        grew = {k: v - stages_before[k] for k, v in _stage_samples().items()}
+        assert {k: round(n) for k, n in grew.items() if k[1] == "count"} == {
+            (stage, "count"): 1 for stage in ("queued", "decide", "write")
+        }
+        assert sum(n for k, n in grew.items() if k[1] == "sum") < 1.0
+
+
+def _stage_samples() -> dict[tuple[str, str], float]:
+    """(stage, "count" | "sum") of ``vibee_pipeline_stage_seconds`` now."""
+    out = {}
+    for stage in ("queued", "decide", "write"):
+        for kind in ("count", "sum"):
+            name = f"vibee_pipeline_stage_seconds_{kind}"
+            out[(stage, kind)] = REGISTRY.get_sample_value(name, {"stage": stage}) or 0.0
+    return out
 
 
 async def test_flood_wait_on_sends_delays_but_every_reply_arrives(
