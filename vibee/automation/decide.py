@@ -72,8 +72,9 @@ SENT_GATHER_S = 0.005
 """How long the "sent" marks of many chats wait for each other to share a statement
 (nobody waits for them: see :meth:`Lanes.on`)."""
 REPLY_WIDTH = 2
-"""Connections the reply writes may use at once: a reply waits for a round in flight only
-when both are busy (each write is a synchronous commit, the slowest statement of a turn)."""
+"""Connections the reply writes may use at once: a reply that finds nothing queued and the
+first one busy is written on the second (each write is a synchronous commit, the slowest
+statement of a turn); what queues still goes in growing rounds on the first."""
 TYPING_AFTER_S = 0.5
 """"typing…" is shown when the model has not answered within this long."""
 

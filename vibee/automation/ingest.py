@@ -33,6 +33,7 @@ from vibee.obs import tracing
 from vibee.runtime import Service
 from vibee.runtime.metrics import track_mailbox, untrack_mailbox
 from vibee.store import DB_ERRORS
+from vibee.store.db import hand_back
 from vibee.store.inbox import (
     FLAG_BOT,
     FLAG_CHANNEL,
@@ -221,14 +222,8 @@ class Ingest(Service):
         """Hand the writer's connection back to the pool (which resets it: one round
         trip), or close it when ``broken`` (the pool opens a fresh one)."""
         conn, writer.conn = writer.conn, None
-        if conn is None:
-            return
-        try:
-            if broken:
-                conn.terminate()
-            await self._pool.release(conn)
-        except DB_ERRORS as exc:  # broken or already gone: the pool replaces it
-            log.debug("connection not handed back", extra={"error": repr(exc)})
+        if conn is not None:
+            await hand_back(self._pool, conn, broken=broken)
 
     def _publish(self, rows: list[InboxRow]) -> None:
         """``message.received`` for each inbound row of a committed batch (a redelivered

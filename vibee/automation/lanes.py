@@ -43,6 +43,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from vibee.store import Conn
+from vibee.store.db import hand_back
 
 log = logging.getLogger("vibee.automation.lanes")
 
@@ -293,14 +294,8 @@ class Lane(Generic[T, R]):
 
     async def _release(self, slot: _Slot, *, broken: bool = False) -> None:
         conn, slot.conn = slot.conn, None
-        if conn is None:
-            return
-        try:
-            if broken:
-                conn.terminate()
-            await self._pool.release(conn)
-        except Exception as exc:  # broken or already gone: the pool replaces it
-            log.debug("connection not handed back", extra={"lane": self.name, "error": repr(exc)})
+        if conn is not None:
+            await hand_back(self._pool, conn, broken=broken)
 
 
 def _fail(batch: list[tuple[T, asyncio.Future[R]]], exc: BaseException) -> None:

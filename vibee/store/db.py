@@ -17,6 +17,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
 from pgvector.asyncpg import register_vector
 
 from vibee.config import DatabaseConfig
@@ -58,6 +59,20 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         schema="pg_catalog",
     )
     await register_vector(conn)
+
+
+async def hand_back(
+    pool: asyncpg.Pool, conn: PoolConnectionProxy[asyncpg.Record], *, broken: bool = False
+) -> None:
+    """Return a connection held for a while (asyncpg resets it: one round trip), closing it
+    first when ``broken`` (the pool then opens a fresh one). One already gone is not an
+    error: the pool replaces it."""
+    try:
+        if broken:
+            conn.terminate()
+        await pool.release(conn)
+    except DB_ERRORS as exc:
+        log.debug("connection not handed back", extra={"error": repr(exc)})
 
 
 class Database:
