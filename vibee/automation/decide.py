@@ -11,10 +11,12 @@ last answered message was stored (ingest's commit returned; for a message read b
 the database, its ``created_at``) to the moment the reply is handed to the session's send,
 less the model's call, the wait for "typing" and the part of the deliberate reply delay
 that came after that message. Under load, the model's call also takes the time the event
-loop spends on other chats meanwhile; that time is excluded with it. Its main parts are
-measured too (``vibee_pipeline_stage_seconds``): *queued* — stored → the turn that
-answers begins (a worker took the chat), the reply delay excluded; *decide* — that turn
-→ the model asked (reads, policy, context); *write* — the reply's durable write.
+loop spends on other chats meanwhile; that time is excluded with it. Its parts are
+measured too (``vibee_pipeline_stage_seconds``, summing to it): *decide* — the turns'
+own work up to the model's call (reads, policy, context: the answering turn's, and that
+of the turn that began the reply delay), after the message was stored; *write* — the
+reply's durable write; *queued* — the rest: waiting for a worker (before the first turn,
+and once the reply delay is over) and for the event loop.
 """
 
 from __future__ import annotations
@@ -59,9 +61,9 @@ LATENCY = Histogram(
 )
 STAGES = Histogram(
     "vibee_pipeline_stage_seconds",
-    "The pipeline overhead by stage: queued (stored → the turn that answers begins, the "
-    "deliberate reply delay excluded), decide (that turn → the model asked), write (the "
-    "reply's durable write to the outbox).",
+    "The pipeline overhead by part, summing to it: decide (the turns' own work up to the "
+    "model's call), write (the reply's durable write to the outbox), queued (the rest: "
+    "waiting for a worker and for the event loop).",
     ["stage"],
     buckets=OVERHEAD_BUCKETS,
 )
@@ -245,6 +247,7 @@ class Decider:
         if state.reply_at is None:
             state.reply_at = time.monotonic() + delay
             state.wait_from, state.wait_until = time.time(), time.time() + delay
+            state.wait_began = began
         if time.monotonic() < state.reply_at:
             self._later(key, state.reply_at - time.monotonic())  # gather what comes meanwhile
             return
@@ -356,12 +359,18 @@ class Decider:
             # the model, "typing" and the deliberate delay (the part of it after the message)
             stored = last.stored_at if last.stored_at is not None else last.created_at.timestamp()
             waited = max(0.0, state.wait_until - max(stored, state.wait_from))
-            state.wait_from = state.wait_until = 0.0
+            # decide: this turn's work up to the model's call, and that of the earlier turn
+            # that began the reply delay (the part of each after the message was stored)
+            decide_s = max(0.0, asked - max(began, stored))
+            if state.wait_began != began:
+                decide_s += max(0.0, state.wait_from - max(state.wait_began, stored))
+            state.wait_from = state.wait_until = state.wait_began = 0.0
             if actor is not None and actor.connected.is_set():
-                LATENCY.observe(max(0.0, time.time() - stored - ai_s - telegram_s - waited))
-                STAGES.labels("queued").observe(max(0.0, began - stored - waited))
-                STAGES.labels("decide").observe(max(0.0, asked - began))
+                overhead = max(0.0, time.time() - stored - ai_s - telegram_s - waited)
+                LATENCY.observe(overhead)
+                STAGES.labels("decide").observe(decide_s)
                 STAGES.labels("write").observe(write_s)
+                STAGES.labels("queued").observe(max(0.0, overhead - decide_s - write_s))
             if not await self._send(state, item, actor):
                 state.work_known = False  # the sweep (or the next message) comes back to it
         finally:

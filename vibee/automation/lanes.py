@@ -110,7 +110,8 @@ class Lane(Generic[T, R]):
         self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] = asyncio.Queue(queue_size)
         self._slots = [_Slot() for _ in range(width)]
         self._taken: list[tuple[T, asyncio.Future[R]]] = []
-        """Taken from the queue by the lane's task cancelled before its round."""
+        """Taken from the queue by the lane's task, which was cancelled before their round:
+        run in the last round (a gathering lane) or cancelled."""
         self.rounds = 0
         self.requests = 0
 
@@ -165,15 +166,23 @@ class Lane(Generic[T, R]):
                     try:
                         await asyncio.sleep(self._gather_s)  # let others join this round
                     except asyncio.CancelledError:
-                        self._taken.append(first)  # for the last round
+                        self._taken.append(first)  # for the last round, or cancelled below
                         raise
                 batch = [first]
                 while len(batch) < self._max_batch and not self._queue.empty():
                     batch.append(self._queue.get_nowait())
                 batch = [(item, future) for item, future in batch if not future.done()]
-                if batch:
-                    async with first_slot.lock:
-                        await self._round(first_slot, batch)
+                if not batch:
+                    continue
+                try:
+                    await first_slot.lock.acquire()  # a caller may be running a round on it
+                except asyncio.CancelledError:
+                    self._taken.extend(batch)  # for the last round, or cancelled below
+                    raise
+                try:
+                    await self._round(first_slot, batch)
+                finally:
+                    first_slot.lock.release()
         finally:
             try:
                 if self._gather_s and (self._taken or not self._queue.empty()):
@@ -239,8 +248,8 @@ class Lane(Generic[T, R]):
             raise
         except Exception as exc:
             if not _about_the_data(exc):
-                await self._release(slot, broken=True)  # a fresh connection next round
                 _fail(batch, exc)
+                await self._release(slot, broken=True)  # a fresh connection next round
             elif len(batch) == 1:
                 _fail(batch, exc)
             else:

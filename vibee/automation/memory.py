@@ -150,6 +150,8 @@ class ChatState:
     wait_from: float = 0.0
     wait_until: float = 0.0
     """The deliberate wait (wall clock), not counted as pipeline overhead."""
+    wait_began: float = 0.0
+    """When the turn that began the wait began (wall clock): its work counts as *decide*."""
 
     def undecided(self) -> list[InboundRow]:
         """The messages waiting for a decision, in Telegram order."""

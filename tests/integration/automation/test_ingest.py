@@ -110,9 +110,12 @@ async def test_a_session_whose_batch_is_stuck_does_not_hold_up_the_others(
     storing = Storing(pool)
     await storing.start("+15550004")
     stuck = storing.session
-    other = (await sessions.create(pool, storing.user, "+15550005")).id
-    if other % WRITERS == stuck % WRITERS:
-        other = (await sessions.create(pool, storing.user, "+15550006")).id
+    other = stuck
+    for phone in range(15550005, 15550015):  # until one goes to the other writer
+        other = (await sessions.create(pool, storing.user, f"+{phone}")).id
+        if other % WRITERS != stuck % WRITERS:
+            break
+    assert other % WRITERS != stuck % WRITERS
     locker = await asyncpg.connect(db_url)
     try:
         async with locker.transaction():  # storing a batch updates the session's last_seq

@@ -156,3 +156,32 @@ async def test_a_lane_plans_its_statements_again_as_the_tables_grow(
             await asyncio.gather(runner, return_exceptions=True)
     finally:
         await pool.execute("DROP TABLE lane_plans")
+
+
+async def test_requests_the_lane_took_are_not_left_waiting_when_it_stops(
+    pool: asyncpg.Pool,
+) -> None:
+    release = asyncio.Event()
+    entered: list[list[int]] = []
+
+    async def hold(conn: Conn, items: list[int]) -> list[int]:
+        entered.append(items)
+        await release.wait()
+        return items
+
+    lane: Lane[int, int] = Lane("stopping", pool, hold)
+    runner = asyncio.create_task(lane.run())
+    leading = asyncio.create_task(lane.call(1))  # runs its own round: holds the connection
+    await eventually(lambda: entered == [[1]])
+    queued = asyncio.create_task(lane.call(2))  # queued; the lane's task takes it, waits
+
+    def taken() -> bool:  # put, then got by the lane's task (which waits for the connection)
+        return lane._queue._unfinished_tasks == 1 and lane._queue.empty()  # type: ignore[attr-defined]
+
+    await eventually(taken)
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+    await eventually(queued.done)  # cancelled, not waiting forever
+    assert queued.cancelled()
+    release.set()
+    assert await leading == 1
