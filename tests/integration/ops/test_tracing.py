@@ -7,7 +7,6 @@ import asyncio
 import http.server
 import threading
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from tests.integration.automation.test_ingest import inbound
 from tests.integration.telegram.test_daemon_sessions import vibee_user
 from vibee.ai.base import ChatRequest, Completion, Message
 from vibee.ai.providers.canned import CannedProvider
@@ -28,8 +28,6 @@ from vibee.config import TracingConfig
 from vibee.obs import tracing
 from vibee.runtime.breaker import CircuitBreaker
 from vibee.store import sessions
-from vibee.telegram.gateway import ChatType, NewMessage
-from vibee.telegram.session_actor import Inbound
 
 
 class Spans:
@@ -138,23 +136,9 @@ async def test_ingest_stores_a_batch_in_a_span_linked_to_each_update(
     session = (await sessions.create(pool, user, "+15550001")).id
     stored: list[set[tuple[int, int]]] = []
     ingest = Ingest(pool, batch_size=10, queue_size=10, on_stored=stored.append)
-
-    def inbound(message_id: int) -> Inbound:
-        message = NewMessage(
-            seq=message_id,
-            chat_id=777,
-            message_id=message_id,
-            sender_id=5,
-            sender_username=None,
-            text="hello",
-            date=datetime.now(UTC),
-            chat_type=ChatType.PRIVATE,
-        )
-        return Inbound(session, user, message)
-
     for message_id in (1, 2):  # queued before ingest runs: one batch
         with tracing.span("telegram.update", message_id=message_id):
-            await ingest.deliver(inbound(message_id))
+            await ingest.deliver(inbound(session, user, message_id))
     await ingest.start()
     try:
         async with asyncio.timeout(10):
