@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import pytest
@@ -13,6 +16,17 @@ from vibee.automation.lanes import Lane
 from vibee.store import Conn
 
 
+@asynccontextmanager
+async def running(lane: Lane[Any, Any]) -> AsyncIterator[None]:
+    """The lane's task, running for the block and cancelled at its end."""
+    runner = asyncio.create_task(lane.run())
+    try:
+        yield
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
 async def test_a_lane_groups_concurrent_requests_and_isolates_a_bad_one(
     pool: asyncpg.Pool,
 ) -> None:
@@ -21,8 +35,7 @@ async def test_a_lane_groups_concurrent_requests_and_isolates_a_bad_one(
         return [r[0] for r in rows]
 
     lane: Lane[str, int] = Lane("test", pool, parse)
-    runner = asyncio.create_task(lane.run())
-    try:
+    async with running(lane):
         together = await asyncio.gather(*(lane.call(str(n)) for n in range(200)))
         assert together == list(range(200))
         assert lane.rounds <= 3  # the first alone, the others grouped
@@ -32,9 +45,6 @@ async def test_a_lane_groups_concurrent_requests_and_isolates_a_bad_one(
         assert [r for i, r in enumerate(results) if i != 30] == [n for n in range(50) if n != 30]
         assert isinstance(results[30], asyncpg.InvalidTextRepresentationError)
         assert await lane.call("7") == 7  # the lane goes on
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
 
 
 async def test_a_gathering_lane_waits_for_requests_coming_one_after_another(
@@ -45,18 +55,14 @@ async def test_a_gathering_lane_waits_for_requests_coming_one_after_another(
         return [r[0] for r in rows]
 
     lane: Lane[int, int] = Lane("gather", pool, double, gather_s=0.3)
-    runner = asyncio.create_task(lane.run())
 
     async def later(n: int) -> int:
         await asyncio.sleep(n * 0.005)  # one by one, as replies are confirmed
         return await lane.call(n)
 
-    try:
+    async with running(lane):
         assert await asyncio.gather(*(later(n) for n in range(10))) == list(range(0, 20, 2))
         assert lane.rounds == 1
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
 
 
 async def test_submitted_requests_are_not_waited_for_and_failures_are_reported(
@@ -73,17 +79,14 @@ async def test_submitted_requests_are_not_waited_for_and_failures_are_reported(
     lane: Lane[str, None] = Lane(
         "behind", pool, parse, gather_s=0.2, on_failed=lambda item, _exc: failed.append(item)
     )
-    runner = asyncio.create_task(lane.run())
-    try:
+    async with running(lane):
         for text in ("1", "oops", "3"):
             await lane.submit(text)
         assert seen == []  # queued: the callers went on
         await eventually(lambda: sorted(seen) == [1, 3] and failed == ["oops"])
         for text in ("4", "5"):
             await lane.submit(text)
-    finally:
-        runner.cancel()  # before the round's time: stopping runs what is queued
-        await asyncio.gather(runner, return_exceptions=True)
+        # leaving the block stops the lane before the round's time: it runs what is queued
     assert sorted(seen) == [1, 3, 4, 5]
 
 
@@ -99,8 +102,7 @@ async def test_a_wide_lane_runs_rounds_side_by_side_on_its_connections(
         return items
 
     lane: Lane[int, int] = Lane("wide", pool, hold, width=2)
-    runner = asyncio.create_task(lane.run())
-    try:
+    async with running(lane):
         calls = [asyncio.create_task(lane.call(n)) for n in range(3)]
         await eventually(lambda: len(inside) == 2)
         assert len(set(inside)) == 2  # two rounds at once, each on its own connection
@@ -109,9 +111,6 @@ async def test_a_wide_lane_runs_rounds_side_by_side_on_its_connections(
         release.set()
         assert await asyncio.gather(*calls) == [0, 1, 2]
         assert lane.rounds == 3 and len(inside) == 3
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
     with pytest.raises(ValueError, match="at least one connection"):
         Lane("none", pool, hold, width=0)
 
@@ -140,8 +139,7 @@ async def test_a_lane_plans_its_statements_again_as_the_tables_grow(
     try:
         await pool.execute("ANALYZE lane_plans")
         lane: Lane[int, bool] = Lane("plans", pool, find, linger_s=3600)
-        runner = asyncio.create_task(lane.run())
-        try:
+        async with running(lane):
             monkeypatch.setattr(lanes, "REPLAN_S", 3600.0)
             assert await lane.call(1) is False
             assert "Seq Scan on lane_plans" in plans[-1]  # right for an empty table
@@ -151,9 +149,6 @@ async def test_a_lane_plans_its_statements_again_as_the_tables_grow(
             monkeypatch.setattr(lanes, "REPLAN_S", 0.0)
             assert await lane.call(3) is True
             assert "Seq Scan" not in plans[-1] and "lane_plans_pkey" in plans[-1]
-        finally:
-            runner.cancel()
-            await asyncio.gather(runner, return_exceptions=True)
     finally:
         await pool.execute("DROP TABLE lane_plans")
 
