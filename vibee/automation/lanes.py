@@ -159,8 +159,7 @@ class Lane(Generic[T, R]):
                     async with asyncio.timeout(self._linger_s):
                         first = await self._queue.get()
                 except TimeoutError:
-                    for slot in self._slots:
-                        await self._release_if_idle(slot)
+                    await self._release_idle(self._slots)
                     continue
                 if self._gather_s:
                     try:
@@ -183,6 +182,9 @@ class Lane(Generic[T, R]):
                     await self._round(first_slot, batch)
                 finally:
                     first_slot.lock.release()
+                # the queue may never be quiet for long: the other connections, which only
+                # callers use, go back to the pool once they have been idle that long
+                await self._release_idle(self._slots[1:])
         finally:
             try:
                 if self._gather_s and (self._taken or not self._queue.empty()):
@@ -210,12 +212,14 @@ class Lane(Generic[T, R]):
                 extra={"lane": self.name, "requests": len(batch)},
             )
 
-    async def _release_if_idle(self, slot: _Slot) -> None:
-        """Give the connection back to the pool once unused for ``linger_s``."""
-        idle = time.monotonic() - slot.used >= self._linger_s
-        if slot.conn is not None and idle and not slot.lock.locked():
-            async with slot.lock:
-                await self._release(slot)
+    async def _release_idle(self, slots: Sequence[_Slot]) -> None:
+        """Give each of ``slots``' connections back to the pool once unused for
+        ``linger_s``."""
+        for slot in slots:
+            idle = time.monotonic() - slot.used >= self._linger_s
+            if slot.conn is not None and idle and not slot.lock.locked():
+                async with slot.lock:
+                    await self._release(slot)
 
     async def _lead(self, slot: _Slot, item: T) -> R:
         """A round of one, run by its caller (holding the slot's lock)."""

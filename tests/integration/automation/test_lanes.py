@@ -115,6 +115,46 @@ async def test_a_wide_lane_runs_rounds_side_by_side_on_its_connections(
         Lane("none", pool, hold, width=0)
 
 
+async def test_a_wide_lane_hands_back_a_connection_idle_while_its_queue_keeps_busy(
+    pool: asyncpg.Pool,
+) -> None:
+    """Its other connections serve callers who found nothing queued: when the queue is
+    never empty for long, they are idle, and go back to the pool all the same."""
+    gate = asyncio.Event()
+
+    async def slow(conn: Conn, items: list[int]) -> list[int]:
+        await conn.execute("SELECT 1")
+        if not gate.is_set():
+            await gate.wait()
+        await asyncio.sleep(0.005)
+        return items
+
+    def in_use() -> int:
+        return pool.get_size() - pool.get_idle_size()
+
+    lane: Lane[int, int] = Lane("busy", pool, slow, width=2, max_batch=1, linger_s=0.05)
+    async with running(lane):
+        both = [asyncio.create_task(lane.call(n)) for n in range(2)]
+        await eventually(lambda: in_use() == 2)  # each call on a connection of its own
+        gate.set()
+        await asyncio.gather(*both)
+        stop = asyncio.Event()
+
+        async def keep_queued(n: int) -> None:  # four callers: a round takes one request,
+            while not stop.is_set():  # so three stay queued and none finds the queue empty
+                assert await lane.call(n) == n
+
+        callers = [asyncio.create_task(keep_queued(n)) for n in range(4)]
+        try:
+            await eventually(lambda: in_use() == 1)  # the second is back in the pool
+            rounds = lane.rounds
+            await asyncio.sleep(0.1)
+            assert lane.rounds > rounds and in_use() == 1  # the queue kept the first busy
+        finally:
+            stop.set()
+            await asyncio.gather(*callers)
+
+
 _FIND = "SELECT id FROM lane_plans WHERE id = ANY($1::bigint[])"
 
 
