@@ -53,7 +53,12 @@ ChatKey = tuple[int, int]
 
 REPLIES = Counter("vibee_replies", "Replies written to the outbox, by chat mode.", ["mode"])
 SENT = Counter("vibee_messages_sent", "Replies handed to Telegram and confirmed.")
-OVERHEAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+OVERHEAD_BUCKETS = (
+    *(ms / 1000 for ms in (0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 7.5, 10, 25, 50)),
+    *(0.1, 0.25, 0.5, 1, 2.5),
+)
+"""Fine around the targets (p50 ≤ 1 ms, p99 ≤ 5 ms): the benchmark's figures are these
+bounds, and a bucket from 1 to 2.5 ms could not tell 1.1 ms from 2.4 ms."""
 LATENCY = Histogram(
     "vibee_pipeline_latency_seconds",
     "Inbound stored → reply handed to Telegram, AI time and the deliberate reply delay excluded.",
