@@ -10,7 +10,8 @@ supervisor). It owns the account's gateway and:
 * hands every new message to the pipeline through a bounded queue (:class:`InboundSink`)
   and never waits for the AI: a slow model must not stall the account's updates;
 * sends replies through a per-chat limiter (``messages_per_minute_per_chat``), shows
-  "typing", and waits out FloodWait / SlowModeWait before sending again — never dropping.
+  "typing", and waits out FloodWait / SlowModeWait before sending again — never dropping;
+  the account's own copies of what it sent are not handed on (:mod:`.echoes`).
 
 Its state (connecting, connected, transient_disconnect, logged_out, bad_credentials) is
 written to the database and counted in ``vibee_sessions{state}``. With many instances the
@@ -41,6 +42,7 @@ from vibee.obs.logging import bind
 from vibee.runtime import CircuitBreaker, CircuitOpenError, Service
 from vibee.store import DB_ERRORS, Executor, sessions
 from vibee.store.sessions import StaleEpoch
+from vibee.telegram.echoes import Echoes
 from vibee.telegram.gateway import (
     Disconnected,
     FloodWait,
@@ -114,6 +116,7 @@ class SessionActor(Service):
         self._sink = sink
         self._per_chat = per_chat_per_minute
         self._limiters: OrderedDict[int, AsyncLimiter] = OrderedDict()
+        self._echoes = Echoes()
         self._breaker = CircuitBreaker(
             f"telegram:{session_id}",
             threshold=circuit_threshold,
@@ -188,13 +191,14 @@ class SessionActor(Service):
         """Feed updates to the sink. True when the session ended for good."""
         async for event in self._gateway.events():
             if isinstance(event, NewMessage):
-                with tracing.span(
-                    "telegram.update",
-                    session_id=self.session_id,
-                    chat=event.chat_id,
-                    message_id=event.message_id,
-                ):
-                    await self._sink.deliver(Inbound(self.session_id, self.user_id, event))
+                if not self._echoes.is_copy(event):  # our own send: the outbox holds it
+                    with tracing.span(
+                        "telegram.update",
+                        session_id=self.session_id,
+                        chat=event.chat_id,
+                        message_id=event.message_id,
+                    ):
+                        await self._sink.deliver(Inbound(self.session_id, self.user_id, event))
                 self._last_seq = max(self._last_seq, event.seq)
             elif isinstance(event, Disconnected):
                 self.connected.clear()
@@ -261,9 +265,15 @@ class SessionActor(Service):
             async with contextlib.nullcontext() if shared else self._limiter(chat_id):
                 try:
                     with self._breaker.guard(is_failure=_counts):
-                        return await self._gateway.send_message(
-                            chat_id, text, random_id=random_id, reply_to=reply_to
-                        )
+                        self._echoes.sending(chat_id, text)
+                        sent: int | None = None
+                        try:
+                            sent = await self._gateway.send_message(
+                                chat_id, text, random_id=random_id, reply_to=reply_to
+                            )
+                        finally:
+                            self._echoes.done(chat_id, text, sent)
+                        return sent
                 except RandomIdDuplicate:
                     return None
                 except (FloodWait, SlowModeWait) as exc:
