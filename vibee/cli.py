@@ -338,6 +338,7 @@ def cmd_history_import(args: argparse.Namespace) -> int:
     from vibee.automation.rag import Rag
     from vibee.store import sessions
     from vibee.telegram.factory import gateway_factory
+    from vibee.telegram.session_actor import LIVE
     from vibee.telegram.session_store import unseal
 
     config = _load(args)
@@ -354,10 +355,11 @@ def cmd_history_import(args: argparse.Namespace) -> int:
     async def work(conn: Any) -> int:
         connection.append(conn)
         row = await sessions.get_any_user(conn, args.session)
-        if row.state in ("connecting", "connected", "transient_disconnect"):
+        if row.state in LIVE:
             raise CliError(
                 f"session {row.id} is connected by a running VIBEE: stop it first (two "
-                "connections on one Telegram session make Telegram destroy it)"
+                "connections on one Telegram session make Telegram destroy it; a VIBEE that "
+                "was killed leaves the session marked connected until it runs again)"
             )
         if row.credential is None:
             raise CliError(f"session {row.id} is not logged in")

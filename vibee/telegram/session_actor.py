@@ -64,6 +64,8 @@ ENDED = Counter(
     ["state"],
 )
 MAX_CHAT_LIMITERS = 4096
+LIVE = ("connecting", "connected", "transient_disconnect")
+"""States in which the actor holds (or tries to hold) the account's connection."""
 MAX_BACKOFF_S = 60.0
 
 
@@ -151,6 +153,8 @@ class SessionActor(Service):
                 if self.state in ("logged_out", "bad_credentials"):
                     ENDED.labels(self.state).inc()
                 await self._gateway.disconnect()
+                if self.state in LIVE:
+                    await self._record_stopped()
 
     async def _connect_and_pump(self) -> None:
         SESSIONS.labels(self.state).inc()
@@ -211,6 +215,18 @@ class SessionActor(Service):
                 await self._set_state("logged_out", event.error.message)
                 return True
         return False  # the stream ended without a verdict: connect again
+
+    async def _record_stopped(self) -> None:
+        """The actor stopped with the account logged in: the row says ``authorized`` (not
+        connected) again, so that a ``vibee history import`` may use the session once
+        VIBEE is stopped. A write refused as stale (another instance took the session over)
+        or impossible (the database is down) is left: the row keeps the last state."""
+        try:
+            await sessions.set_state(self._db, self.session_id, "authorized", "stopped", self.epoch)
+        except (StaleEpoch, *DB_ERRORS) as exc:
+            log.info("cannot record the stop", extra={"error": repr(exc)})
+        else:
+            self.state = "authorized"
 
     def _backoff(self, failures: int, hinted: float | None) -> float:
         if hinted is not None:

@@ -174,6 +174,8 @@ async def test_restart_resumes_from_the_stored_seq(pool: asyncpg.Pool, sim_world
         await eventually(lambda: _state_is(pool, user, session_id, "connected"))
         await sim_world.inject(chat, friend, "before")
         await eventually(lambda: _has(pool, session_id, 1))
+    # stopped: logged in, not connected (a `vibee history import` may use it now)
+    assert (await sessions.get(pool, user, session_id)).state == "authorized"
     for i in range(5):  # while VIBEE is down
         await sim_world.inject(chat, friend, f"while down {i}")
     async with Daemon(pool, sim_world) as daemon:
