@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
+
 from vibee import __version__
 from vibee.config import Config, ConfigError, load_config
 from vibee.secrets import SecretError, SecretStore
@@ -32,6 +34,32 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
         self.code = code
+
+
+ROW_ID_MAX = 2**63 - 1
+"""The largest id Postgres's ``bigint`` holds."""
+
+
+def _row_id(text: str) -> int:
+    """An argparse type: a row id (1 … 2**63-1)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= value <= ROW_ID_MAX:
+        raise argparse.ArgumentTypeError(f"no such id: {text} (ids are 1 to {ROW_ID_MAX})")
+    return value
+
+
+def _count(text: str) -> int:
+    """An argparse type: how many (at least 1)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= value <= ROW_ID_MAX:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,6 +93,10 @@ async def _with_connection(config: Config, work: Callable[[Any], Awaitable[T]]) 
         conn = await db.connect()
         try:
             return await work(conn)
+        except asyncpg.UndefinedTableError:
+            raise CliError(
+                "the database has no VIBEE tables yet: run `vibee migrate up` first"
+            ) from None
         finally:
             await conn.close()
     finally:
@@ -553,10 +585,10 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True, parser_class=_Parser
     )
     listing = dlq.add_parser("list", parents=[common], help="the newest dead letters")
-    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--limit", type=_count, default=100)
     for name, text in (("replay", "put back in the outbox"), ("drop", "forget")):
         action = dlq.add_parser(name, parents=[common], help=text)
-        action.add_argument("ids", type=int, nargs="+", metavar="ID")
+        action.add_argument("ids", type=_row_id, nargs="+", metavar="ID")
     for name in ("list", "replay", "drop"):
         dlq.choices[name].set_defaults(func=cmd_dlq)
 
@@ -566,8 +598,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp = history.add_parser(
         "import", parents=[common], help="import a session's past messages (resumable)"
     )
-    imp.add_argument("--session", type=int, required=True, metavar="ID")
-    imp.add_argument("--limit", type=int, default=None, help="messages per chat at most")
+    imp.add_argument("--session", type=_row_id, required=True, metavar="ID")
+    imp.add_argument("--limit", type=_count, default=None, help="messages per chat at most")
     imp.set_defaults(func=cmd_history_import)
 
     keys = sub.add_parser("keys", help="keyrings").add_subparsers(

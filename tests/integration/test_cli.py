@@ -81,6 +81,12 @@ def test_config_check_reports_each_problem_on_its_own_line(clean_env: Path, tmp_
         (["migrate", "sideways"], "invalid choice: 'sideways'"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["migrate", "down", "x"], "invalid int value: 'x'"),
+        (["dlq", "list", "--limit", "-3"], "must be at least 1, not -3"),
+        (["dlq", "replay", "99999999999999999999"], "no such id: 99999999999999999999"),
+        (["dlq", "drop", "0"], "no such id: 0"),
+        (["dlq", "drop", "seven"], "not a number: 'seven'"),
+        (["history", "import", "--session", "1", "--limit", "0"], "must be at least 1, not 0"),
+        (["history", "import", "--session", "-2"], "no such id: -2"),
     ],
 )
 def test_user_mistakes_are_one_line_without_traceback(
@@ -119,6 +125,12 @@ def test_migrate_and_users_against_a_database(clean_env: Path, empty_db_url: str
     every = load_migrations()
     down = vibee("migrate", "down", str(len(every)), env=env).stdout.splitlines()
     assert down == [f"reverted {m.filename}" for m in reversed(every)]
+    for args in (["user", "list"], ["dlq", "list"], ["dlq", "drop", "1"]):  # not migrated
+        unmigrated = vibee(*args, env=env)
+        assert unmigrated.returncode == 1, args
+        assert unmigrated.stderr.strip() == (
+            "the database has no VIBEE tables yet: run `vibee migrate up` first"
+        )
 
 
 def test_migrate_uses_the_embedded_database_by_default(clean_env: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.integration.api.conftest import Client, app_of, bearer, context, problem, register
+from vibee.admin.daemon_routes import daemon_routes
 from vibee.admin.health import Readiness
 from vibee.admin.server import build_admin_app
 from vibee.api.admin_routes import tier_routes
@@ -84,3 +85,26 @@ async def test_admin_sets_a_tier(api: Client, pool: asyncpg.Pool) -> None:
         assert (await problem(bad, 422))["errors"][0]["loc"] == "tier"
     me = await (await api.get("/api/v1/users/me", headers=headers)).json()
     assert me["subscription_tier"] == "pro"
+
+
+async def test_admin_dead_letter_ids_out_of_range_are_not_found(pool: asyncpg.Pool) -> None:
+    replays: list[None] = []
+
+    async def replayed() -> None:
+        replays.append(None)
+
+    routes = daemon_routes(lambda: None, lambda: pool, replayed)
+    async with TestClient(
+        TestServer(build_admin_app(Readiness(), "t0k-admin", admin_routes=routes))
+    ) as admin:
+        auth = {"Authorization": "Bearer t0k-admin"}
+        for bad in ("99999999999999999999", "0", "-5"):
+            found = await admin.post(f"/admin/dlq/{bad}/replay", headers=auth)
+            assert f"no dead letter {bad}" in (await problem(found, 404))["detail"]
+        missing = await admin.post("/admin/dlq/424242/drop", headers=auth)
+        await problem(missing, 404)
+        word = await admin.post("/admin/dlq/abc/replay", headers=auth)
+        assert (await problem(word, 400))["detail"] == "the id is an integer"
+        listed = await admin.get("/admin/dlq", headers=auth)
+        assert listed.status == 200 and (await listed.json()) == {"dead_letters": []}
+    assert replays == []
