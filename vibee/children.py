@@ -37,8 +37,13 @@ class DatabaseService(Service):
         self._db = db
 
     async def on_start(self) -> None:
-        """Start the embedded server if needed, migrate, open the pool."""
-        await self._db.open()
+        """Start the embedded server if needed, migrate, open the pool; when that fails or
+        is interrupted (Ctrl-C while starting), stop the embedded server it started."""
+        try:
+            await self._db.open()
+        except BaseException:
+            await self._db.close()
+            raise
 
     async def run(self) -> None:
         """Nothing to do but hold the pool open until stopped."""

@@ -203,9 +203,9 @@ async def run_demo(config: Config, sim_url: str) -> int:
 
     state_dir, secrets = prepare_state(config)
     app = build(config, state_dir, secrets, Notifier(None))
-    await app.root.start()
     stop = asyncio.Event()
     try:
+        await app.root.start()  # inside: Ctrl-C while starting still stops what started
         world = await build_world(sim_url, app.db.pool, config)
         manager = app.root.get("session-manager")
         if isinstance(manager, SessionManager):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -35,3 +37,22 @@ def test_demo_narrates_and_leaves_nothing_behind(clean_env: Path) -> None:
     assert "Done: 3 messages sent by VIBEE, 1 leads captured." in out
     assert "Traceback" not in result.stderr
     assert leftovers() == before
+
+
+def test_ctrl_c_while_the_demo_starts_leaves_nothing_behind(clean_env: Path) -> None:
+    before = leftovers()
+    for after_s in (0.5, 0.8, 1.2, 2.0):  # while the embedded Postgres is being created and started
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "vibee", "demo"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=os.environ,
+            start_new_session=True,  # its own process group, as in a terminal
+        )
+        time.sleep(after_s)
+        os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group
+        _, err = demo.communicate(timeout=60)
+        assert demo.returncode == 130, err
+        assert "Traceback" not in err
+        assert leftovers() == before, after_s

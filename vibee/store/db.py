@@ -11,6 +11,7 @@ Start-up order: start the embedded server (when no URL is configured), connect, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -104,8 +105,14 @@ class Database:
             self.url = with_password(self._config.url, self._password)
         elif self._embedded is None:
             datadir = self._state_dir / "pg"
+            starting = asyncio.ensure_future(asyncio.to_thread(embedded.start, datadir))
             try:
-                self._embedded = await asyncio.to_thread(embedded.start, datadir)
+                self._embedded = await asyncio.shield(starting)
+            except asyncio.CancelledError:
+                # the thread goes on starting the server: keep it, for close() to stop it
+                with contextlib.suppress(embedded.EmbeddedError):
+                    self._embedded = await starting
+                raise
             except embedded.EmbeddedError as exc:
                 raise DatabaseError(str(exc)) from None
             self.url = self._embedded.url
