@@ -143,7 +143,7 @@ class MessageOut(_Response):
     created_at: datetime
     decision: str | None = Field(
         description="Inbound only: the reason code of the last decision (e.g. 'observe', "
-        "'cooldown', 'twin'); None while undecided."
+        "'cooldown', 'replied'); None while undecided."
     )
     decision_detail: str | None = Field(description="The decision explained in a sentence.")
 

@@ -335,7 +335,7 @@ class Decider:
                     random_id,
                     reply_to,
                     config.chat_id or None,
-                    turns.payload("", data),
+                    turns.payload(_replied(answer, len(rows)), data),
                     actor.epoch if actor is not None else None,
                 )
             )
@@ -401,8 +401,14 @@ class Decider:
             row.text,
             datetime.now(UTC),
         )
-        reason = "lead" if lead_id is not None else "lead_duplicate"
-        await self._record(state, [row], "done", "lead", reason, decision.detail)
+        if lead_id is not None:
+            reason, detail = "lead", decision.detail
+        else:  # the policy could not know: the hourly limit is the database's
+            reason = "lead_duplicate"
+            detail = decision.detail.replace(
+                "lead recorded", "no new lead: this sender already has one in this chat this hour"
+            )
+        await self._record(state, [row], "done", "lead", reason, detail)
         if lead_id is None:
             return
         self._events.publish(
@@ -464,6 +470,13 @@ class Decider:
             ),
         )
         return True
+
+
+def _replied(answer: Completion, messages: int) -> str:
+    """The sentence that explains a "replied" decision."""
+    who = "a predefined reply (no model answered)" if answer.canned else answer.provider
+    together = f"; {messages} messages answered in one reply" if messages > 1 else ""
+    return f"answered by {who}{together}"
 
 
 class _Typing:

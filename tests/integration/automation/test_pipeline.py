@@ -124,8 +124,12 @@ async def test_twin_replies_once_observe_and_guards_do_not(
         assert "are you free tomorrow" in first[0]["text"]
         assert await replies(sim_world, quiet, account) == []
         assert await replies(sim_world, watched, account) == []
-    reasons = await pool.fetch("SELECT reason FROM analytics_events ORDER BY id")
+    reasons = await pool.fetch(
+        "SELECT reason, data->>'detail' AS detail FROM analytics_events ORDER BY id"
+    )
     assert {r["reason"] for r in reasons} >= {"replied", "bot", "observe"}
+    why = {r["reason"]: r["detail"] for r in reasons}
+    assert why["replied"] == "answered by openai"  # a sentence for the API, not ""
     states = await pool.fetch(
         "SELECT direction, state, count(*) AS n FROM messages WHERE session_id = $1 GROUP BY 1, 2",
         session_id,
@@ -288,8 +292,14 @@ async def test_sniper_records_one_lead_per_sender_per_hour_and_tells_the_owner(
     ]
     assert "купить квартиру" in sent[0]["text"] and "КУПИТЬ" in sent[0]["text"]
     assert await replies(sim_world, market, account) == []  # no invitation configured
-    reasons = [r["reason"] for r in await pool.fetch("SELECT reason FROM analytics_events")]
-    assert sorted(reasons) == ["lead", "lead", "lead_duplicate", "no_trigger"]
+    events = await pool.fetch("SELECT reason, data->>'detail' AS detail FROM analytics_events")
+    assert sorted(r["reason"] for r in events) == ["lead", "lead", "lead_duplicate", "no_trigger"]
+    why = {r["reason"]: r["detail"] for r in events}
+    assert why["lead"].endswith("lead recorded")
+    assert why["lead_duplicate"] == (
+        "trigger 'купить квартиру' matched; "
+        "no new lead: this sender already has one in this chat this hour"
+    )
 
 
 async def test_the_sweep_takes_owned_sessions_only_and_recover_takes_one_over(
