@@ -195,10 +195,9 @@ class ChatConfigIn(_Request):
     )
 
 
-class ChatConfigOut(_Response):
-    """A chat's effective automation settings."""
+class ChatDefaultsOut(_Response):
+    """The automation settings of every chat that has none of its own."""
 
-    chat_id: int
     mode: str
     trigger_words: list[str]
     response_probability: float
@@ -209,6 +208,12 @@ class ChatConfigOut(_Response):
     tz: str
     sniper_reply: bool
     lead_chat_id: int | None
+
+
+class ChatConfigOut(ChatDefaultsOut):
+    """A chat's effective automation settings (its own, else the user's defaults)."""
+
+    chat_id: int
 
 
 class SendRequest(_Request):

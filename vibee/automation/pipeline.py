@@ -134,8 +134,9 @@ class Pipeline(Service):
     # -- inside ----------------------------------------------------------------------------------
 
     def _changed(self, user_id: int, session_id: int | None, tg_chat_id: int | None) -> None:
-        if session_id is None:  # the user's persona
+        if session_id is None:  # the user's persona, or the defaults of the user's chats
             self._profiles.forget(user_id)
+            self._chats.forget(lambda s: s.user_id in (user_id, None))
         else:
             self._chats.forget(lambda s: s.key == (session_id, tg_chat_id))
 

@@ -121,9 +121,36 @@ async def set_chat_config(
 
 
 async def announce_persona_change(db: Executor, user_id: int) -> None:
-    """Tell every pipeline that the user's persona changed (on :data:`CONFIG_CHANNEL`,
-    delivered when the caller's transaction, if any, commits)."""
+    """Tell every pipeline that the user's persona or chat defaults changed (on
+    :data:`CONFIG_CHANNEL`, delivered when the caller's transaction, if any, commits)."""
     await db.execute("SELECT pg_notify($1, $2)", CONFIG_CHANNEL, str(user_id))
+
+
+async def chat_defaults(db: Executor, user_id: int) -> ChatConfig:
+    """The user's defaults: what a chat without settings of its own follows (``chat_id``
+    0; VIBEE's built-in defaults until the user sets them)."""
+    row = await db.fetchrow(
+        f"SELECT {', '.join(CONFIG_COLUMNS)} FROM chat_defaults WHERE user_id = $1",  # noqa: S608 - constant column names
+        user_id,
+    )
+    return config_of({"chat_id": 0, **(dict(row) if row is not None else {})})
+
+
+async def set_chat_defaults(db: Executor, user_id: int, **settings: Any) -> None:
+    """Replace the user's defaults (every setting given) and announce it, so that every
+    pipeline reads the configs of the user's chats again."""
+    if set(settings) != set(CONFIG_COLUMNS):
+        raise ValueError(f"chat defaults need every setting: {sorted(CONFIG_COLUMNS)}")
+    columns = ["user_id", *CONFIG_COLUMNS]
+    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    updates = ", ".join(f"{col} = excluded.{col}" for col in CONFIG_COLUMNS)
+    await db.execute(
+        f"INSERT INTO chat_defaults ({', '.join(columns)}) VALUES ({placeholders}) "  # noqa: S608 - constant column names
+        f"ON CONFLICT (user_id) DO UPDATE SET {updates}, updated_at = now()",
+        user_id,
+        *(settings[col] for col in CONFIG_COLUMNS),
+    )
+    await announce_persona_change(db, user_id)
 
 
 def parse_config_notice(payload: str) -> tuple[int, int | None, int | None] | None:

@@ -128,6 +128,45 @@ async def test_config_round_trip_and_validation(api: Client, pool: asyncpg.Pool)
     assert await ok(await api.get(url, headers=alice)) == got
 
 
+async def test_chat_defaults_apply_to_chats_without_their_own(
+    api: Client, pool: asyncpg.Pool
+) -> None:
+    alice_id, alice = await user(api, "alice")
+    session_id, own = await chat_of(pool, alice_id)
+    other = await pool.fetchval(
+        "INSERT INTO chats (user_id, session_id, tg_chat_id) VALUES ($1, $2, 778) RETURNING id",
+        alice_id,
+        session_id,
+    )
+    built_in = await ok(await api.get("/api/v1/chat-defaults", headers=alice))
+    assert built_in["mode"] == "observe" and built_in["reply_delay_max_s"] == 8.0
+    mine = {"mode": "sniper", "trigger_words": ["price"]}
+    await ok(await api.put(f"/api/v1/chats/{own}/config", json=mine, headers=alice))
+    defaults = {"mode": "digital_twin", "cooldown_s": 30, "tz": "Europe/Berlin"}
+    put = await ok(await api.put("/api/v1/chat-defaults", json=defaults, headers=alice))
+    assert put == await ok(await api.get("/api/v1/chat-defaults", headers=alice))
+    assert {k: put[k] for k in defaults} == defaults and "chat_id" not in put
+    follows = await ok(await api.get(f"/api/v1/chats/{other}/config", headers=alice))
+    assert (follows["chat_id"], follows["mode"], follows["cooldown_s"]) == (
+        other,
+        "digital_twin",
+        30,
+    )
+    keeps = await ok(await api.get(f"/api/v1/chats/{own}/config", headers=alice))
+    assert (keeps["mode"], keeps["trigger_words"]) == ("sniper", ["price"])
+    for change, field in (
+        ({"response_probability": 2}, "response_probability"),
+        ({"tz": "Mars/Olympus_Mons"}, "tz"),  # ChatPolicy
+    ):
+        body = await problem(
+            await api.put("/api/v1/chat-defaults", json=change, headers=alice), 422
+        )
+        assert body["errors"][0]["loc"] == field, body
+    assert await ok(await api.get("/api/v1/chat-defaults", headers=alice)) == put
+    _, bob = await user(api, "bob")  # defaults are per user
+    assert (await ok(await api.get("/api/v1/chat-defaults", headers=bob)))["mode"] == "observe"
+
+
 async def test_send_writes_a_pending_outbox_row(api: Client, pool: asyncpg.Pool) -> None:
     alice_id, alice = await user(api, "alice")
     session_id, chat_id = await chat_of(pool, alice_id)

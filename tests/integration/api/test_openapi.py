@@ -104,6 +104,8 @@ async def test_walk_every_documented_operation(api: Client) -> None:
         "GET /api/v1/chats/{id}/config": 404,
         "PUT /api/v1/chats/{id}/config": 404,
         "POST /api/v1/chats/{id}/send": 404,
+        "GET /api/v1/chat-defaults": 200,
+        "PUT /api/v1/chat-defaults": 200,
         "GET /api/v1/persona": 200,
         "PUT /api/v1/persona": 200,
         "GET /api/v1/leads": 200,

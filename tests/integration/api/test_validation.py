@@ -24,7 +24,7 @@ async def body_routes(api: Client) -> list[tuple[str, str, dict[str, str], bool]
     whether the body is required."""
     pair = (await register(api, "alice"))["tokens"]
     routes = [r for r in app_of(api)[ROUTES] if r.body is not None]
-    assert len(routes) == 13
+    assert len(routes) == 14
     assert [r.name for r in routes if not r.body_required] == ["start_history_import"]
     return [
         (r.method, r.path, bearer(pair["access_token"]) if r.auth else {}, r.body_required)

@@ -143,6 +143,36 @@ async def _connected(pool: asyncpg.Pool, user: int, session_id: int) -> bool:
     return (await sessions.get(pool, user, session_id)).state == "connected"
 
 
+async def test_a_chat_without_its_own_config_follows_the_users_defaults(
+    pool: asyncpg.Pool, sim_world: SimWorld, sim_llm: str
+) -> None:
+    user, session_id, account = await setup_account(pool, sim_world)
+    friend, _ = await sim_world.user()
+    chat = await sim_world.chat("private", [account.user_id, friend])  # no config of its own
+    twin: dict[str, Any] = dict.fromkeys(automation.CONFIG_COLUMNS)  # every setting
+    twin.update(mode="digital_twin", trigger_words=[], response_probability=1.0, cooldown_s=0)
+    twin.update(reply_delay_min_s=0.0, reply_delay_max_s=0.0, tz="UTC", sniper_reply=False)
+    await automation.set_chat_defaults(pool, user, **twin)
+    async with Vibee(pool, sim_world, sim_llm, sweep_s=3600):
+        await eventually(lambda: _connected(pool, user, session_id))
+        await sim_world.inject(chat, friend, "anyone there?")
+        await eventually(lambda: replies(sim_world, chat, account))
+        # the defaults change while the chat's config is in memory: the notice applies it
+        await automation.set_chat_defaults(pool, user, **{**twin, "mode": "observe"})
+        await asyncio.sleep(0.5)
+        await sim_world.inject(chat, friend, "hello again")
+
+        async def decided() -> list[str]:
+            rows = await pool.fetch(
+                "SELECT reason FROM analytics_events WHERE session_id = $1 ORDER BY id",
+                session_id,
+            )
+            return [r["reason"] for r in rows] if len(rows) == 2 else []
+
+        assert await eventually(decided) == ["replied", "observe"]
+        assert len(await replies(sim_world, chat, account)) == 1
+
+
 async def test_typing_is_shown_only_while_a_slow_model_writes(
     pool: asyncpg.Pool, sim_world: SimWorld, sim_llm: str
 ) -> None:

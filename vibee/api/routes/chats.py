@@ -6,6 +6,7 @@
 ``GET  /api/v1/chats/{id}/config``                  → the effective settings
 ``PUT  /api/v1/chats/{id}/config``                  → replace them (checked by ChatPolicy)
 ``POST /api/v1/chats/{id}/send``                    {text, reply_to?} → 202 {id, pending}
+``GET  /api/v1/chat-defaults``  ``PUT …``           the settings of chats without their own
 ``GET  /api/v1/persona``  ``PUT /api/v1/persona``   who the digital twin speaks as
 ``GET  /api/v1/leads?limit=``                       the newest leads
 
@@ -13,6 +14,8 @@ A chat ``{id}`` is VIBEE's id for (session, Telegram chat); another user's is a 
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from aiohttp import web
 
@@ -23,6 +26,7 @@ from vibee.api.routing import Call, Route, json_response
 from vibee.api.schemas_chats import (
     ChatConfigIn,
     ChatConfigOut,
+    ChatDefaultsOut,
     ChatList,
     ChatOut,
     LeadList,
@@ -95,12 +99,11 @@ async def list_messages(call: Call) -> web.Response:
     return json_response(MessageList(messages=out))
 
 
-def _config_out(config: automation.ChatConfig) -> ChatConfigOut:
+def _settings_out(config: automation.ChatConfig) -> ChatDefaultsOut:
     quiet = None
     if config.quiet_hours_start is not None and config.quiet_hours_end is not None:
         quiet = QuietHours(start=config.quiet_hours_start, end=config.quiet_hours_end)
-    return ChatConfigOut(
-        chat_id=config.chat_id,
+    return ChatDefaultsOut(
         mode=config.mode,
         trigger_words=list(config.trigger_words),
         response_probability=round(config.response_probability, 6),
@@ -112,6 +115,29 @@ def _config_out(config: automation.ChatConfig) -> ChatConfigOut:
         sniper_reply=config.sniper_reply,
         lead_chat_id=config.lead_chat_id,
     )
+
+
+def _config_out(config: automation.ChatConfig) -> ChatConfigOut:
+    return ChatConfigOut(chat_id=config.chat_id, **_settings_out(config).model_dump())
+
+
+def _settings_of(body: ChatConfigIn) -> dict[str, Any]:
+    """The store's columns for ``body`` (checked by :func:`check_policy` first)."""
+    check_policy(body)
+    quiet = body.quiet_hours
+    return {
+        "mode": body.mode,
+        "trigger_words": list(body.trigger_words),
+        "response_probability": body.response_probability,
+        "cooldown_s": body.cooldown_s,
+        "reply_delay_min_s": body.reply_delay_min_s,
+        "reply_delay_max_s": body.reply_delay_max_s,
+        "quiet_hours_start": None if quiet is None else quiet.start,
+        "quiet_hours_end": None if quiet is None else quiet.end,
+        "tz": body.tz,
+        "sniper_reply": body.sniper_reply,
+        "lead_chat_id": body.lead_chat_id,
+    }
 
 
 async def _effective(call: Call, chat: chats.ChatRow) -> web.Response:
@@ -157,30 +183,27 @@ def check_policy(body: ChatConfigIn) -> None:
 async def put_config(call: Call) -> web.Response:
     """Replace the chat's automation settings."""
     chat = await _chat(call)
-    body = call.body_as(ChatConfigIn)
-    check_policy(body)
-    quiet = body.quiet_hours
+    settings = _settings_of(call.body_as(ChatConfigIn))
     try:
         await automation.set_chat_config(
-            call.ctx.pool(),
-            call.user.id,
-            chat.session_id,
-            chat.tg_chat_id,
-            mode=body.mode,
-            trigger_words=list(body.trigger_words),
-            response_probability=body.response_probability,
-            cooldown_s=body.cooldown_s,
-            reply_delay_min_s=body.reply_delay_min_s,
-            reply_delay_max_s=body.reply_delay_max_s,
-            quiet_hours_start=None if quiet is None else quiet.start,
-            quiet_hours_end=None if quiet is None else quiet.end,
-            tz=body.tz,
-            sniper_reply=body.sniper_reply,
-            lead_chat_id=body.lead_chat_id,
+            call.ctx.pool(), call.user.id, chat.session_id, chat.tg_chat_id, **settings
         )
     except LookupError:
         raise NotFound(f"no chat {chat.id}") from None
     return await _effective(call, chat)
+
+
+async def get_defaults(call: Call) -> web.Response:
+    """The settings of every chat that has none of its own."""
+    defaults = await automation.chat_defaults(call.ctx.pool(), call.user.id)
+    return json_response(_settings_out(defaults))
+
+
+async def put_defaults(call: Call) -> web.Response:
+    """Replace the user's chat defaults (chats with settings of their own keep them)."""
+    settings = _settings_of(call.body_as(ChatConfigIn))
+    await automation.set_chat_defaults(call.ctx.pool(), call.user.id, **settings)
+    return await get_defaults(call)
 
 
 async def send(call: Call) -> web.Response:
@@ -305,6 +328,27 @@ def routes() -> list[Route]:
             body=ChatConfigIn,
             limits=api,
             errors=(404,),
+        ),
+        Route(
+            "GET",
+            "/api/v1/chat-defaults",
+            get_defaults,
+            "get_chat_defaults",
+            "The automation settings of every chat that has none of its own.",
+            "chats",
+            response=ChatDefaultsOut,
+            limits=api,
+        ),
+        Route(
+            "PUT",
+            "/api/v1/chat-defaults",
+            put_defaults,
+            "put_chat_defaults",
+            "Replace the user's chat defaults (a chat whose config was set keeps it).",
+            "chats",
+            response=ChatDefaultsOut,
+            body=ChatConfigIn,
+            limits=api,
         ),
         Route(
             "POST",
