@@ -44,7 +44,7 @@ REASONS = {
     "bot": "not answered: the sender is a bot",
     "lead": "lead captured; the owner gets a card",
     "lead_duplicate": "lead already captured this hour",
-    "no_trigger": "not answered: no trigger word",
+    "no_trigger": "no lead: no trigger word",
     "not_addressed": "not answered: not addressed to the owner",
 }
 
@@ -190,6 +190,8 @@ async def narrate(pool: asyncpg.Pool, world: World, stop: asyncio.Event) -> None
             print(f"   {REASONS.get(row['reason'], row['reason'])}")
             if row["reply"]:
                 print(f"   VIBEE: {row['reply']!r}")
+            elif row["reason"] == "replied":
+                print("   (in one reply with the message after it)")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(0.3):
                 await stop.wait()
@@ -220,14 +222,24 @@ async def run_demo(config: Config, sim_url: str) -> int:
             stop.set()
             await narrator
         leads = await app.db.pool.fetchval("SELECT count(*) FROM leads")
-        sent = await app.db.pool.fetchval(
-            "SELECT count(*) FROM messages WHERE direction = 'out' AND state = 'sent' "
-            "AND random_id IS NOT NULL"
+        counts = await app.db.pool.fetchrow(
+            "SELECT count(*) FILTER (WHERE in_reply_to IS NOT NULL), "
+            "count(*) FILTER (WHERE in_reply_to IS NULL) FROM messages "
+            "WHERE direction = 'out' AND state = 'sent' AND random_id IS NOT NULL"
         )
-        print(f"\nDone: {sent} messages sent by VIBEE, {leads} leads captured.")
+        replies, cards = (counts[0], counts[1]) if counts is not None else (0, 0)
+        print(
+            f"\nDone: VIBEE sent {_n(replies, 'reply', 'replies')} and "
+            f"{_n(cards, 'lead card')}; {_n(leads, 'lead')} captured."
+        )
     finally:
         await app.root.stop(config.runtime.shutdown_timeout_s)
     return 0
+
+
+def _n(count: int, one: str, many: str | None = None) -> str:
+    """``count`` and the noun, singular or plural."""
+    return f"{count} {one if count == 1 else (many or one + 's')}"
 
 
 def main() -> int:

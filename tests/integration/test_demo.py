@@ -33,8 +33,9 @@ def test_demo_narrates_and_leaves_nothing_behind(clean_env: Path) -> None:
     assert "not answered: the sender is a bot" in out
     assert "lead captured; the owner gets a card" in out
     assert "lead already captured this hour" in out
-    assert "not answered: no trigger word" in out  # 'Работаю' is not a trigger
-    assert "Done: 3 messages sent by VIBEE, 1 leads captured." in out
+    assert "no lead: no trigger word" in out  # 'Работаю' is not a trigger
+    assert "(in one reply with the message after it)" in out
+    assert "Done: VIBEE sent 2 replies and 1 lead card; 1 lead captured." in out
     assert "Traceback" not in result.stderr
     assert leftovers() == before
 
