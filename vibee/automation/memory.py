@@ -34,8 +34,9 @@ from datetime import datetime
 
 from vibee.automation.policy import ChatPolicy, PolicyError
 from vibee.store import automation
+from vibee.store.inbox import FLAG_GROUP
 from vibee.store.outbox import InboundRow
-from vibee.store.turns import ChatKey, DialogRow
+from vibee.store.turns import ChatKey, DialogRow, spoken
 
 CONFIG_TTL_S = 5.0
 """How long a chat's config is kept while changes are not announced to this pipeline (its
@@ -275,7 +276,8 @@ class Chats:
             state.rows[row.id] = (gen, row)
             self.rows += 1
         if state.dialog is not None:
-            state.dialog.add(Line(row.id, "in", row.text, row.message_id, True, gen))
+            text = spoken(row.text, row.sender_id if row.flags & FLAG_GROUP else None)
+            state.dialog.add(Line(row.id, "in", text, row.message_id, True, gen))
 
     def hand_over_own(self, key: ChatKey, row: DialogRow) -> None:
         """An outgoing message of the account (its owner's, or our reply's copy)."""

@@ -30,6 +30,7 @@ import orjson
 
 from vibee.store import Conn
 from vibee.store.automation import CONFIG_COLUMNS, ChatConfig, config_of
+from vibee.store.inbox import FLAG_GROUP
 from vibee.store.outbox import InboundRow, OutboxRow
 
 ChatKey = tuple[int, int]
@@ -42,7 +43,7 @@ _LOAD = (
     "SELECT k.s, k.c, ts.user_id, "  # noqa: S608 - built once from constant column names
     "CASE WHEN k.cfg THEN (SELECT ROW(ch.id, "
     + ", ".join(f"coalesce(cc.{col}, d.{col})" for col in CONFIG_COLUMNS)
-    + ") FROM chats ch LEFT JOIN chat_configs cc ON cc.chat_id = ch.id "
+    + ") FROM chats ch LEFT JOIN chat_configs cc ON cc.chat_id = ch.id "  # noqa: S608 - constants
     "LEFT JOIN chat_defaults d ON d.user_id = ch.user_id "
     "WHERE ch.user_id = ts.user_id AND ch.session_id = k.s AND ch.tg_chat_id = k.c) END, "
     "CASE WHEN k.work THEN ARRAY(SELECT ROW(m.id, m.user_id, m.session_id, m.tg_chat_id, "
@@ -54,8 +55,10 @@ _LOAD = (
     "m.text, m.random_id, m.reply_to_msg_id, m.attempts) FROM messages m "
     "WHERE m.user_id = ts.user_id AND m.session_id = k.s AND m.tg_chat_id = k.c "
     "AND m.direction = 'out' AND m.state = 'pending' ORDER BY m.id) END, "
-    "CASE WHEN k.dialog THEN ARRAY(SELECT ROW(t.id, t.direction, t.text, t.message_id) FROM "
-    "(SELECT m.id, m.direction, m.text, m.message_id FROM messages m "
+    "CASE WHEN k.dialog THEN ARRAY(SELECT ROW(t.id, t.direction, t.text, t.message_id, "
+    "t.speaker) FROM (SELECT m.id, m.direction, m.text, m.message_id, "
+    f"CASE WHEN m.direction = 'in' AND m.flags & {FLAG_GROUP} <> 0 THEN m.sender_id END "
+    "AS speaker FROM messages m "
     "WHERE m.session_id = k.s AND m.tg_chat_id = k.c AND m.text <> '' "
     "AND NOT (m.direction = 'out' AND m.state IN ('pending', 'dead')) "
     "ORDER BY m.id DESC LIMIT $6) t ORDER BY t.id) END "
@@ -72,6 +75,13 @@ class LoadRequest:
     config: bool = True
     work: bool = True
     dialog: bool = True
+
+
+def spoken(text: str, speaker: int | None) -> str:
+    """A message's text as the dialog shows it: in a group, who wrote it first (``speaker``:
+    the sender of a group message, None elsewhere), so that the model can tell the people
+    apart and see who was addressed."""
+    return text if speaker is None else f"user {speaker}: {text}"
 
 
 DialogRow = tuple[int, str, str, int | None]
@@ -116,7 +126,7 @@ async def load_chats(
         if pending is not None:
             loaded.pending = [OutboxRow(*r) for r in pending]
         if dialog is not None:
-            loaded.dialog = [(r[0], r[1], r[2], r[3]) for r in dialog]
+            loaded.dialog = [(r[0], r[1], spoken(r[2], r[4]), r[3]) for r in dialog]
         out[(s, c)] = loaded
     return out
 

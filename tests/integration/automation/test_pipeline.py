@@ -21,7 +21,7 @@ from vibee.automation.ingest import Ingest
 from vibee.automation.notices import ConfigNotices
 from vibee.automation.pipeline import Pipeline
 from vibee.runtime import CircuitBreaker, Supervisor
-from vibee.store import automation, chats, outbox, sessions
+from vibee.store import automation, chats, outbox, sessions, turns
 from vibee.store.inbox import InboxRow, store_batch
 from vibee.telegram.gateway import Gateway
 from vibee.telegram.manager import SessionManager
@@ -171,6 +171,37 @@ async def test_a_chat_without_its_own_config_follows_the_users_defaults(
 
         assert await eventually(decided) == ["replied", "observe"]
         assert len(await replies(sim_world, chat, account)) == 1
+
+
+async def test_in_a_group_the_dialog_says_who_wrote_each_message(
+    pool: asyncpg.Pool, sim_world: SimWorld, sim_llm: str
+) -> None:
+    user, session_id, account = await setup_account(pool, sim_world)
+    anna, _ = await sim_world.user()
+    olga, _ = await sim_world.user()
+    group = await sim_world.chat("group", [account.user_id, anna, olga])
+    await answer_at_once(pool, user, session_id, group.seen_by(account.user_id))
+    me = f"@{account.username}"
+    for run, (first, second) in enumerate((("morning all", "are you in?"), ("so?", "well?"))):
+        # the first run hands the messages over from ingest, the second reads them back
+        async with Vibee(pool, sim_world, sim_llm):
+            await eventually(lambda: _connected(pool, user, session_id))
+            await sim_world.inject(group, anna, first)  # not addressed to us: context only
+            await sim_world.inject(group, olga, f"{me} {second}")
+
+            async def answered(n: int = run + 1) -> list[dict[str, Any]]:
+                found = await replies(sim_world, group, account)
+                return found if len(found) >= n else []
+
+            reply = (await eventually(answered))[-1]["text"]
+        assert f"user {anna}: {first}\nuser {olga}: {me} {second}" in reply, reply
+    key = (session_id, group.seen_by(account.user_id))
+    request = turns.LoadRequest(key, config=False, work=False)
+    async with pool.acquire() as conn:
+        loaded = (await turns.load_chats(conn, [request], turns.DIALOG_TURNS))[key]
+    assert loaded.dialog is not None
+    texts = [text for _, direction, text, _ in loaded.dialog if direction == "in"]
+    assert texts[:2] == [f"user {anna}: morning all", f"user {olga}: {me} are you in?"]
 
 
 async def test_typing_is_shown_only_while_a_slow_model_writes(
