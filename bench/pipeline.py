@@ -222,6 +222,11 @@ _SENT = (
     "AND direction = 'out' AND state = 'sent' AND random_id IS NOT NULL"
 )
 _STORED = "SELECT count(*) FROM messages WHERE session_id = ANY($1::bigint[]) AND direction = 'in'"
+_UNFINISHED = (
+    "SELECT count(*) FROM messages WHERE session_id = ANY($1::bigint[]) "
+    "AND state IN ('received', 'pending') AND ((direction = 'in' AND state = "
+    "'received') OR (direction = 'out' AND state = 'pending'))"
+)
 
 
 async def finished(pool: asyncpg.Pool, ids: list[int], stored: int) -> None:
@@ -230,15 +235,14 @@ async def finished(pool: asyncpg.Pool, ids: list[int], stored: int) -> None:
     deadline = time.perf_counter() + 180
     while time.perf_counter() < deadline:
         # cheap while work remains (the partial index of unfinished rows); the full count
-        # of stored messages only then (polling must not load the database it measures)
-        unfinished = await count(
-            pool,
-            "SELECT count(*) FROM messages WHERE session_id = ANY($1::bigint[]) "
-            "AND state IN ('received', 'pending') AND ((direction = 'in' AND state = "
-            "'received') OR (direction = 'out' AND state = 'pending'))",
-            ids,
-        )
-        if unfinished == 0 and await count(pool, _STORED, ids) >= stored:
+        # of stored messages only then (polling must not load the database it measures),
+        # and the unfinished ones once more after it: a message stored between the first
+        # two counts is unfinished, and its reply would not be counted
+        if (
+            await count(pool, _UNFINISHED, ids) == 0
+            and await count(pool, _STORED, ids) >= stored
+            and await count(pool, _UNFINISHED, ids) == 0
+        ):
             return
         await asyncio.sleep(0.02)
 
