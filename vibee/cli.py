@@ -40,26 +40,24 @@ ROW_ID_MAX = 2**63 - 1
 """The largest id Postgres's ``bigint`` holds."""
 
 
-def _row_id(text: str) -> int:
-    """An argparse type: a row id (1 … 2**63-1)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 1 <= value <= ROW_ID_MAX:
-        raise argparse.ArgumentTypeError(f"no such id: {text} (ids are 1 to {ROW_ID_MAX})")
-    return value
+def _from_1(out_of_range: str) -> Callable[[str], int]:
+    """An argparse type: an integer from 1 to :data:`ROW_ID_MAX`; ``out_of_range`` is the
+    error for others (``{text}``: what was given)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not 1 <= value <= ROW_ID_MAX:
+            raise argparse.ArgumentTypeError(out_of_range.format(text=text))
+        return value
+
+    return parse
 
 
-def _count(text: str) -> int:
-    """An argparse type: how many (at least 1)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 1 <= value <= ROW_ID_MAX:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
-    return value
+_row_id = _from_1(f"no such id: {{text}} (ids are 1 to {ROW_ID_MAX})")
+_count = _from_1("must be at least 1, not {text}")
 
 
 class _Parser(argparse.ArgumentParser):
