@@ -42,7 +42,10 @@ class DatabaseService(Service):
         try:
             await self._db.open()
         except BaseException:
-            await self._db.close()
+            try:
+                await self._db.close()
+            except Exception:  # the failure to open is the one to report
+                log.exception("cannot close the database after a failed start")
             raise
 
     async def run(self) -> None:

@@ -19,7 +19,7 @@ import asyncpg
 from vibee import __version__
 from vibee.config import Config, ConfigError, load_config
 from vibee.secrets import SecretError, SecretStore
-from vibee.store import users
+from vibee.store import ID_MAX, users
 from vibee.store.db import Database, DatabaseError, redact_url
 from vibee.store.migrate import MigrationError, Migrator
 from vibee.telegram.factory import TelegramNotConfigured
@@ -36,12 +36,8 @@ class CliError(Exception):
         self.code = code
 
 
-ROW_ID_MAX = 2**63 - 1
-"""The largest id Postgres's ``bigint`` holds."""
-
-
 def _from_1(out_of_range: str) -> Callable[[str], int]:
-    """An argparse type: an integer from 1 to :data:`ROW_ID_MAX`; ``out_of_range`` is the
+    """An argparse type: an integer from 1 to :data:`ID_MAX`; ``out_of_range`` is the
     error for others (``{text}``: what was given)."""
 
     def parse(text: str) -> int:
@@ -49,14 +45,14 @@ def _from_1(out_of_range: str) -> Callable[[str], int]:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not 1 <= value <= ROW_ID_MAX:
+        if not 1 <= value <= ID_MAX:
             raise argparse.ArgumentTypeError(out_of_range.format(text=text))
         return value
 
     return parse
 
 
-_row_id = _from_1(f"no such id: {{text}} (ids are 1 to {ROW_ID_MAX})")
+_row_id = _from_1(f"no such id: {{text}} (ids are 1 to {ID_MAX})")
 _count = _from_1("must be at least 1, not {text}")
 
 

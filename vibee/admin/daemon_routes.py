@@ -15,11 +15,8 @@ from aiohttp import web
 
 from vibee.admin.server import json_response, problem
 from vibee.runtime import Supervisor
-from vibee.store import automation
+from vibee.store import ID_MAX, automation
 from vibee.telegram.session_actor import SessionActor
-
-ID_MAX = 2**63 - 1
-"""The largest id a ``bigint`` column holds."""
 
 
 def daemon_routes(
@@ -65,7 +62,7 @@ def daemon_routes(
             letter_id = int(request.match_info["id"])
         except ValueError:
             return problem(400, "Bad dead letter id", "the id is an integer")
-        if not 1 <= letter_id <= ID_MAX:  # a bigint: a larger one would make Postgres fail
+        if not 1 <= letter_id <= ID_MAX:
             return problem(404, "No such dead letter", f"no dead letter {letter_id}")
         replay = request.match_info["action"] == "replay"
         act = automation.replay_dead_letter if replay else automation.drop_dead_letter

@@ -27,3 +27,7 @@ DB_ERRORS = (
     asyncpg.InternalClientError,  # a pooled connection dropped by a Postgres restart
 )
 """What a database that went away (or never answered) raises: callers retry or report."""
+
+ID_MAX = 2**63 - 1
+"""The largest value of a ``bigint`` column (every id): a larger one makes Postgres fail
+the statement, so input is checked against it first."""
