@@ -110,7 +110,8 @@ class Database:
                 self._embedded = await asyncio.shield(starting)
             except asyncio.CancelledError:
                 # the thread goes on starting the server: keep it, for close() to stop it
-                with contextlib.suppress(embedded.EmbeddedError):
+                # (whatever the thread ends with, the cancellation is what goes on)
+                with contextlib.suppress(Exception):
                     self._embedded = await starting
                 raise
             except embedded.EmbeddedError as exc:
