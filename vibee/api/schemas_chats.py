@@ -260,12 +260,17 @@ class PersonaIn(_Request):
 
 
 class PersonaOut(_Response):
-    """The user's persona (empty fields when none was written)."""
+    """The user's persona (empty fields when none was written), with the examples the twin
+    uses."""
 
     name: str
     bio: str
     style_rules: str
     examples: list[str]
+    examples_derived: bool = Field(
+        description="No examples were written: these are the owner's own recent messages, "
+        "which the twin takes as examples until some are."
+    )
 
 
 class LeadOut(_Response):

@@ -218,17 +218,27 @@ async def test_persona_and_leads(api: Client, pool: asyncpg.Pool) -> None:
     alice_id, alice = await user(api, "alice")
     _, bob = await user(api, "bob")
     empty = await ok(await api.get("/api/v1/persona", headers=alice))
-    assert empty == {"name": "", "bio": "", "style_rules": "", "examples": []}
+    nothing = {"name": "", "bio": "", "style_rules": "", "examples": [], "examples_derived": False}
+    assert empty == nothing
+    session_id, chat_id = await chat_of(pool, alice_id)
+    await pool.execute(  # something Alice wrote herself (not a reply of VIBEE's)
+        "INSERT INTO messages (user_id, session_id, tg_chat_id, message_id, direction, text, "
+        "state) VALUES ($1, $2, 777, 5, 'out', 'ok see you there', 'sent')",
+        alice_id,
+        session_id,
+    )
+    derived = await ok(await api.get("/api/v1/persona", headers=alice))
+    assert derived == {**nothing, "examples": ["ok see you there"], "examples_derived": True}
     persona = {"name": "Alice", "bio": "Designer", "style_rules": "short", "examples": ["hi!"]}
-    assert await ok(await api.put("/api/v1/persona", json=persona, headers=alice)) == persona
-    assert await ok(await api.get("/api/v1/persona", headers=alice)) == persona
+    written = {**persona, "examples_derived": False}
+    assert await ok(await api.put("/api/v1/persona", json=persona, headers=alice)) == written
+    assert await ok(await api.get("/api/v1/persona", headers=alice)) == written
     assert await ok(await api.get("/api/v1/persona", headers=bob)) == empty
     bad = await problem(
         await api.put("/api/v1/persona", json={**persona, "examples": "hi"}, headers=alice), 422
     )
     assert bad["errors"][0]["loc"] == "examples"
 
-    session_id, chat_id = await chat_of(pool, alice_id)
     await pool.execute(
         "INSERT INTO leads (user_id, session_id, chat_id, sender_id, trigger, text) "
         "VALUES ($1, $2, $3, 42, 'price', 'what is the price?')",

@@ -39,6 +39,7 @@ from vibee.api.schemas_chats import (
     SendAccepted,
     SendRequest,
 )
+from vibee.automation.context import profile
 from vibee.automation.policy import ChatPolicy, PolicyError
 from vibee.store import automation, chats
 
@@ -222,14 +223,17 @@ async def send(call: Call) -> web.Response:
 
 
 async def get_persona(call: Call) -> web.Response:
-    """The caller's persona (empty when none was written)."""
-    found = await automation.persona(call.ctx.pool(), call.user.id) or automation.Persona()
+    """The caller's persona (empty when none was written) and the examples the twin uses:
+    the written ones, else the owner's own recent messages."""
+    persona, own = await profile(call.ctx.pool(), call.user.id)  # as the twin reads them
+    found = persona or automation.Persona()
     return json_response(
         PersonaOut(
             name=found.name,
             bio=found.bio,
             style_rules=found.style_rules,
-            examples=list(found.examples),
+            examples=list(found.examples) or own,
+            examples_derived=bool(own),
         )
     )
 
