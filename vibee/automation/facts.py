@@ -49,11 +49,10 @@ def facts_of(
 def lead_card(row: InboundRow, trigger: str) -> str:
     """The note the owner gets about a lead: who, where, what, which trigger."""
     quoted = row.text if len(row.text) <= 500 else row.text[:500] + "…"
-    return (
-        f"New lead (trigger: {trigger})\n"
-        f"From user {row.sender_id} in chat {row.tg_chat_id}:\n"
-        f"«{quoted}»"
-    )
+    who = f"user {row.sender_id}"
+    if row.sender_username:
+        who = f"@{row.sender_username} ({who})"
+    return f"New lead (trigger: {trigger})\nFrom {who} in chat {row.tg_chat_id}:\n«{quoted}»"
 
 
 def _mentions(text: str) -> tuple[str, ...]:

@@ -80,6 +80,7 @@ def to_row(inbound: Inbound) -> InboxRow:
         seq=m.seq,
         flags=flags,
         tg_date=m.date,
+        sender_username=m.sender_username,
     )
 
 
@@ -110,6 +111,7 @@ class Stored(set[tuple[int, int]]):
                         r.tg_date,
                         stored.created_at,
                         r.reply_to_msg_id,
+                        r.sender_username,
                         stored_at,
                     )
                 )

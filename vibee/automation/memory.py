@@ -276,7 +276,8 @@ class Chats:
             state.rows[row.id] = (gen, row)
             self.rows += 1
         if state.dialog is not None:
-            text = spoken(row.text, row.sender_id if row.flags & FLAG_GROUP else None)
+            speaker = row.sender_id if row.flags & FLAG_GROUP else None
+            text = spoken(row.text, speaker, row.sender_username)
             state.dialog.add(Line(row.id, "in", text, row.message_id, True, gen))
 
     def hand_over_own(self, key: ChatKey, row: DialogRow) -> None:

@@ -43,20 +43,22 @@ class InboxRow:
     seq: int
     flags: int
     tg_date: datetime
+    sender_username: str | None = None
 
 
 _STORE = (
     "WITH t AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], "
     "$5::bigint[], $6::text[], $7::bigint[], $8::text[], $9::bigint[], $10::bigint[], "
-    "$11::int[], $12::timestamptz[]) AS t(u, s, c, k, m, d, f, x, r, q, g, dt)), "
+    "$11::int[], $12::timestamptz[], $13::text[]) AS t(u, s, c, k, m, d, f, x, r, q, g, dt, "
+    "un)), "
     "chat AS (INSERT INTO chats (user_id, session_id, tg_chat_id, kind) "
     "SELECT DISTINCT u, s, c, k FROM t ON CONFLICT (session_id, tg_chat_id) DO NOTHING), "
     "seq AS (UPDATE telegram_sessions AS ts SET last_seq = greatest(ts.last_seq, v.q) "
     "FROM (SELECT s, max(q) AS q FROM t GROUP BY s) AS v WHERE ts.id = v.s), "
     "new AS (INSERT INTO messages (user_id, session_id, tg_chat_id, message_id, direction, "
-    "sender_id, text, reply_to_msg_id, seq, flags, tg_date, state) "
-    "SELECT u, s, c, m, d, f, x, r, q, g, dt, CASE WHEN d = 'in' THEN 'received' ELSE 'sent' "
-    "END FROM t ORDER BY s, c, m, d "
+    "sender_id, text, reply_to_msg_id, seq, flags, tg_date, sender_username, state) "
+    "SELECT u, s, c, m, d, f, x, r, q, g, dt, un, CASE WHEN d = 'in' THEN 'received' "
+    "ELSE 'sent' END FROM t ORDER BY s, c, m, d "
     "ON CONFLICT (session_id, tg_chat_id, message_id, direction) DO NOTHING "
     "RETURNING id, session_id, tg_chat_id, message_id, direction, created_at) "
 )
@@ -92,5 +94,5 @@ async def store_new(conn: Conn, rows: Sequence[InboxRow]) -> list[StoredRow]:
 def _columns(rows: Sequence[InboxRow]) -> list[tuple[Any, ...]]:
     return list(zip(*((
         r.user_id, r.session_id, r.tg_chat_id, r.chat_kind, r.message_id, r.direction,
-        r.sender_id, r.text, r.reply_to_msg_id, r.seq, r.flags, r.tg_date,
+        r.sender_id, r.text, r.reply_to_msg_id, r.seq, r.flags, r.tg_date, r.sender_username,
     ) for r in rows), strict=True))  # fmt: skip

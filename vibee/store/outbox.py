@@ -35,6 +35,7 @@ class InboundRow:
     tg_date: datetime
     created_at: datetime
     reply_to_msg_id: int | None = None
+    sender_username: str | None = None
     stored_at: float | None = field(default=None, compare=False)
     """When ingest's commit of this row returned (``time.time()``), if it handed the row
     over; None when it was read back from the database."""
@@ -71,7 +72,8 @@ async def received(db: Executor, session_id: int, tg_chat_id: int) -> list[Inbou
     """The chat's messages waiting for a decision, oldest first."""
     rows = await db.fetch(
         "SELECT id, user_id, session_id, tg_chat_id, message_id, sender_id, text, flags, "
-        "tg_date, created_at, reply_to_msg_id FROM messages WHERE session_id = $1 "
+        "tg_date, created_at, reply_to_msg_id, sender_username FROM messages "
+        "WHERE session_id = $1 "
         "AND tg_chat_id = $2 AND direction = 'in' AND state = 'received' ORDER BY message_id",
         session_id,
         tg_chat_id,

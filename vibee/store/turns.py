@@ -47,7 +47,8 @@ _LOAD = (
     "LEFT JOIN chat_defaults d ON d.user_id = ch.user_id "
     "WHERE ch.user_id = ts.user_id AND ch.session_id = k.s AND ch.tg_chat_id = k.c) END, "
     "CASE WHEN k.work THEN ARRAY(SELECT ROW(m.id, m.user_id, m.session_id, m.tg_chat_id, "
-    "m.message_id, m.sender_id, m.text, m.flags, m.tg_date, m.created_at, m.reply_to_msg_id) "
+    "m.message_id, m.sender_id, m.text, m.flags, m.tg_date, m.created_at, m.reply_to_msg_id, "
+    "m.sender_username) "
     "FROM messages m WHERE m.user_id = ts.user_id AND m.session_id = k.s "
     "AND m.tg_chat_id = k.c AND m.direction = 'in' AND m.state = 'received' "
     "ORDER BY m.message_id) END, "
@@ -56,9 +57,9 @@ _LOAD = (
     "WHERE m.user_id = ts.user_id AND m.session_id = k.s AND m.tg_chat_id = k.c "
     "AND m.direction = 'out' AND m.state = 'pending' ORDER BY m.id) END, "
     "CASE WHEN k.dialog THEN ARRAY(SELECT ROW(t.id, t.direction, t.text, t.message_id, "
-    "t.speaker) FROM (SELECT m.id, m.direction, m.text, m.message_id, "
+    "t.speaker, t.sender_username) FROM (SELECT m.id, m.direction, m.text, m.message_id, "
     f"CASE WHEN m.direction = 'in' AND m.flags & {FLAG_GROUP} <> 0 THEN m.sender_id END "
-    "AS speaker FROM messages m "
+    "AS speaker, m.sender_username FROM messages m "
     "WHERE m.session_id = k.s AND m.tg_chat_id = k.c AND m.text <> '' "
     "AND NOT (m.direction = 'out' AND m.state IN ('pending', 'dead')) "
     "ORDER BY m.id DESC LIMIT $6) t ORDER BY t.id) END "
@@ -77,11 +78,13 @@ class LoadRequest:
     dialog: bool = True
 
 
-def spoken(text: str, speaker: int | None) -> str:
+def spoken(text: str, speaker: int | None, username: str | None = None) -> str:
     """A message's text as the dialog shows it: in a group, who wrote it first (``speaker``:
-    the sender of a group message, None elsewhere), so that the model can tell the people
-    apart and see who was addressed."""
-    return text if speaker is None else f"user {speaker}: {text}"
+    the sender of a group message, None elsewhere; named by ``username`` when known), so
+    that the model can tell the people apart and see who was addressed."""
+    if speaker is None:
+        return text
+    return f"{'@' + username if username else f'user {speaker}'}: {text}"
 
 
 DialogRow = tuple[int, str, str, int | None]
@@ -126,7 +129,7 @@ async def load_chats(
         if pending is not None:
             loaded.pending = [OutboxRow(*r) for r in pending]
         if dialog is not None:
-            loaded.dialog = [(r[0], r[1], spoken(r[2], r[4]), r[3]) for r in dialog]
+            loaded.dialog = [(r[0], r[1], spoken(r[2], r[4], r[5]), r[3]) for r in dialog]
         out[(s, c)] = loaded
     return out
 

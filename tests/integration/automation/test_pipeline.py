@@ -177,8 +177,8 @@ async def test_in_a_group_the_dialog_says_who_wrote_each_message(
     pool: asyncpg.Pool, sim_world: SimWorld, sim_llm: str
 ) -> None:
     user, session_id, account = await setup_account(pool, sim_world)
-    anna, _ = await sim_world.user()
-    olga, _ = await sim_world.user()
+    anna, anna_name = await sim_world.user()
+    olga, olga_name = await sim_world.user()
     group = await sim_world.chat("group", [account.user_id, anna, olga])
     await answer_at_once(pool, user, session_id, group.seen_by(account.user_id))
     me = f"@{account.username}"
@@ -194,14 +194,14 @@ async def test_in_a_group_the_dialog_says_who_wrote_each_message(
                 return found if len(found) >= n else []
 
             reply = (await eventually(answered))[-1]["text"]
-        assert f"user {anna}: {first}\nuser {olga}: {me} {second}" in reply, reply
+        assert f"@{anna_name}: {first}\n@{olga_name}: {me} {second}" in reply, reply
     key = (session_id, group.seen_by(account.user_id))
     request = turns.LoadRequest(key, config=False, work=False)
     async with pool.acquire() as conn:
         loaded = (await turns.load_chats(conn, [request], turns.DIALOG_TURNS))[key]
     assert loaded.dialog is not None
     texts = [text for _, direction, text, _ in loaded.dialog if direction == "in"]
-    assert texts[:2] == [f"user {anna}: morning all", f"user {olga}: {me} are you in?"]
+    assert texts[:2] == [f"@{anna_name}: morning all", f"@{olga_name}: {me} are you in?"]
 
 
 async def test_typing_is_shown_only_while_a_slow_model_writes(
@@ -318,7 +318,7 @@ async def test_sniper_records_one_lead_per_sender_per_hour_and_tells_the_owner(
     pool: asyncpg.Pool, sim_world: SimWorld, sim_llm: str
 ) -> None:
     user, session_id, account = await setup_account(pool, sim_world, "sniper")
-    buyer, _ = await sim_world.user()
+    buyer, buyer_name = await sim_world.user()
     other, _ = await sim_world.user()
     market = await sim_world.chat("group", [account.user_id, buyer, other])
     inbox = await sim_world.chat("group", [account.user_id, other])  # where lead cards go
@@ -352,6 +352,7 @@ async def test_sniper_records_one_lead_per_sender_per_hour_and_tells_the_owner(
         (other, "бот"),
     ]
     assert "купить квартиру" in sent[0]["text"] and "КУПИТЬ" in sent[0]["text"]
+    assert f"From @{buyer_name} (user {buyer}) in chat " in sent[0]["text"]
     assert await replies(sim_world, market, account) == []  # no invitation configured
     events = await pool.fetch("SELECT reason, data->>'detail' AS detail FROM analytics_events")
     assert sorted(r["reason"] for r in events) == ["lead", "lead", "lead_duplicate", "no_trigger"]

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from vibee.automation import memory
 from vibee.automation.memory import Chats, Dialog, Line
 from vibee.store import automation
+from vibee.store.inbox import FLAG_GROUP
 from vibee.store.outbox import InboundRow
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -80,6 +81,24 @@ def test_handed_rows_wait_for_a_decision_in_telegram_order() -> None:
     chats.decided(state, [inbound(10, 5)])
     assert [r.id for r in state.undecided()] == [11]
     assert chats.rows == 1
+
+
+def test_in_a_group_the_dialog_names_each_sender() -> None:
+    chats = Chats(20, lambda _key: False)
+    state = chats.get(KEY)
+    chats.dialog(state)
+    assert state.dialog is not None
+    state.dialog.loaded = True
+    chats.hand_over(InboundRow(1, 7, 1, 100, 1, 42, "hi all", 0, NOW, NOW, stored_at=1.0))
+    chats.hand_over(InboundRow(2, 7, 1, 100, 2, 42, "morning", FLAG_GROUP, NOW, NOW))
+    chats.hand_over(
+        InboundRow(3, 7, 1, 100, 3, 43, "@me you?", FLAG_GROUP, NOW, NOW, None, "olga", 1.0)
+    )
+    assert state.dialog.render() == [
+        ("in", "hi all"),  # a private chat: nobody to tell apart
+        ("in", "user 42: morning"),  # no username
+        ("in", "@olga: @me you?"),
+    ]
 
 
 def test_before_the_first_sweep_a_chats_work_is_not_known() -> None:
