@@ -5,7 +5,8 @@
 :class:`ConfigNotices` holds one pooled connection that ``LISTEN``s on that channel and
 calls ``on_change(user, session, chat)`` for each notice (session and chat None: the
 user's persona, :func:`vibee.store.automation.announce_persona_change`) — on every
-instance, whichever wrote the change. While it listens, the pipeline can keep chat
+instance, whichever wrote the change — and ``on_sweep()`` for a replayed dead letter
+(:data:`vibee.store.automation.SWEEP_NOTICE`: each instance sweeps its own sessions). While it listens, the pipeline can keep chat
 configs for long (:data:`vibee.automation.memory.LISTENING_TTL_S`); when the connection
 drops, notices may have been missed: ``on_gap()`` is called (forget every config) and
 configs are kept only :data:`vibee.automation.memory.CONFIG_TTL_S` again until it listens
@@ -23,7 +24,7 @@ from collections.abc import Callable
 import asyncpg
 
 from vibee.store import DB_ERRORS
-from vibee.store.automation import CONFIG_CHANNEL, parse_config_notice
+from vibee.store.automation import CONFIG_CHANNEL, SWEEP_NOTICE, parse_config_notice
 
 log = logging.getLogger("vibee.automation.notices")
 
@@ -42,10 +43,13 @@ class ConfigNotices:
         pool: asyncpg.Pool,
         on_change: Callable[[int, int | None, int | None], None],
         on_gap: Callable[[], None],
+        on_sweep: Callable[[], None] = lambda: None,
     ) -> None:
+        """``on_sweep()``: work was put back in some outbox (a dead letter replayed)."""
         self._pool = pool
         self._on_change = on_change
         self._on_gap = on_gap
+        self._on_sweep = on_sweep
         self.listening = False
 
     async def run(self) -> None:
@@ -86,6 +90,9 @@ class ConfigNotices:
                 log.debug("listener connection not handed back", extra={"error": repr(exc)})
 
     def _notice(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        if payload == SWEEP_NOTICE:
+            self._on_sweep()
+            return
         notice = parse_config_notice(str(payload))
         if notice is None:
             log.warning("unreadable config notice", extra={"payload": str(payload)[:100]})

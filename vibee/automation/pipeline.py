@@ -87,7 +87,7 @@ class Pipeline(Service):
         self._chats = Chats(DIALOG_TURNS, self._scheduler.pinned)
         self._profiles = Profiles(pool, CONFIG_TTL_S)
         self._lanes = Lanes.on(pool, lambda key: self.notify([key], RETRY_S))
-        self._notices = ConfigNotices(pool, self._changed, self._missed_changes)
+        self._notices = ConfigNotices(pool, self._changed, self._missed_changes, self.wake)
         self._decider = Decider(
             pool,
             router,

@@ -30,7 +30,9 @@ CONFIG_COLUMNS = (
 """The settings of ``chat_configs`` (and ``chat_defaults``), in this order."""
 CONFIG_CHANNEL = "vibee_chat_config"
 """The Postgres channel a changed chat config (``user:session:chat``) or persona
-(``user``) is announced on."""
+(``user``) is announced on, and work put back in the outbox (:data:`SWEEP_NOTICE`)."""
+SWEEP_NOTICE = "sweep"
+"""On :data:`CONFIG_CHANNEL`: every pipeline sweeps its sessions for unfinished work now."""
 
 _EFFECTIVE_CONFIG = (
     "SELECT c.id AS chat_id, "  # noqa: S608 - built once from the constant column names above
@@ -253,12 +255,17 @@ async def dead_letters_all_users(db: Executor, limit: int = 100) -> list[DeadLet
 
 
 async def replay_dead_letter(db: Executor, letter_id: int) -> bool:
-    """Put a dead reply back in the outbox (pending, attempts reset). True when found."""
+    """Put a dead reply back in the outbox (pending, attempts reset) and announce it
+    (:data:`SWEEP_NOTICE`, when the caller's transaction commits), so that the instance
+    running its session sends it at once. True when found."""
     value = await db.fetchval(
-        "WITH gone AS (DELETE FROM dead_letters WHERE id = $1 RETURNING message_id) "
-        "UPDATE messages SET state = 'pending', attempts = 0, updated_at = now() "
-        "WHERE id = (SELECT message_id FROM gone) RETURNING id",
+        "WITH gone AS (DELETE FROM dead_letters WHERE id = $1 RETURNING message_id), "
+        "back AS (UPDATE messages SET state = 'pending', attempts = 0, updated_at = now() "
+        "WHERE id = (SELECT message_id FROM gone) RETURNING id) "
+        "SELECT id FROM back WHERE pg_notify($2, $3) IS NOT NULL",
         letter_id,
+        CONFIG_CHANNEL,
+        SWEEP_NOTICE,
     )
     return value is not None
 

@@ -305,6 +305,22 @@ async def test_a_forbidden_chat_goes_to_dead_letters_and_can_be_replayed(
     )
     assert replayed.returncode == 0 and "replayed" in replayed.stdout
     assert await pool.fetchval("SELECT state FROM messages WHERE id = $1", outbox_id) == "pending"
+    # with VIBEE running (sweeping hourly), a replay from the command line is tried at once
+    async with Vibee(pool, sim_world, sim_llm, sweep_s=3600) as vibee:
+        await eventually(lambda: _connected(pool, user, session_id))
+        vibee.pipeline.notify([(session_id, tg_chat)])  # as the API does for a send
+        await eventually(dead)  # the channel still refuses it
+        (line,) = subprocess.run(
+            [sys.executable, "-m", "vibee", "dlq", "list"], capture_output=True, text=True, env=env
+        ).stdout.splitlines()
+        again = subprocess.run(
+            [sys.executable, "-m", "vibee", "dlq", "replay", line.split("\t")[0]],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert again.returncode == 0, again.stderr
+        await eventually(dead, timeout=10)  # tried again (and refused) long before a sweep
     missing = subprocess.run(
         [sys.executable, "-m", "vibee", "dlq", "drop", "424242"],
         capture_output=True,
