@@ -6,12 +6,13 @@
 calls ``on_change(user, session, chat)`` for each notice (session and chat None: the
 user's persona, :func:`vibee.store.automation.announce_persona_change`) — on every
 instance, whichever wrote the change — and ``on_sweep()`` for a replayed dead letter
-(:data:`vibee.store.automation.SWEEP_NOTICE`: each instance sweeps its own sessions). While it listens, the pipeline can keep chat
-configs for long (:data:`vibee.automation.memory.LISTENING_TTL_S`); when the connection
-drops, notices may have been missed: ``on_gap()`` is called (forget every config) and
-configs are kept only :data:`vibee.automation.memory.CONFIG_TTL_S` again until it listens
-anew. It holds its connection for good, so it does not listen at all when the pool has
-fewer than :data:`MIN_POOL` connections.
+(:data:`vibee.store.automation.SWEEP_NOTICE`: each instance sweeps its own sessions).
+While it listens, the pipeline can keep chat configs for long
+(:data:`vibee.automation.memory.LISTENING_TTL_S`); when the connection drops, notices may
+have been missed: ``on_gap()`` is called (forget every config) and configs are kept only
+:data:`vibee.automation.memory.CONFIG_TTL_S` again until it listens anew. It holds its
+connection for good, so it does not listen at all when the pool has fewer than
+:data:`MIN_POOL` connections.
 """
 
 from __future__ import annotations
