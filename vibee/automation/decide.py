@@ -39,7 +39,7 @@ from vibee.automation.events import EventSink, event
 from vibee.automation.facts import facts_of, lead_card, random_id_for
 from vibee.automation.lanes import Lane
 from vibee.automation.memory import CONFIG_TTL_S, LISTENING_TTL_S, Chats, ChatState, Line
-from vibee.automation.policy import Decision, PolicyError, decide
+from vibee.automation.policy import LEAD_RECORDED, NO_NEW_LEAD, Decision, PolicyError, decide
 from vibee.automation.rag import Rag
 from vibee.obs import tracing
 from vibee.runtime import Supervisor
@@ -405,9 +405,7 @@ class Decider:
             reason, detail = "lead", decision.detail
         else:  # the policy could not know: the hourly limit is the database's
             reason = "lead_duplicate"
-            detail = decision.detail.replace(
-                "lead recorded", "no new lead: this sender already has one in this chat this hour"
-            )
+            detail = decision.detail.replace(LEAD_RECORDED, NO_NEW_LEAD)
         await self._record(state, [row], "done", "lead", reason, detail)
         if lead_id is None:
             return

@@ -299,6 +299,12 @@ def _reply_gate(
     return None
 
 
+LEAD_RECORDED = "lead recorded"
+"""What a sniper decision says of its lead; the pipeline, which records the lead (at most
+one per sender per chat per hour), puts :data:`NO_NEW_LEAD` in its place when it did not."""
+NO_NEW_LEAD = "no new lead: this sender already has one in this chat this hour"
+
+
 def _delay(policy: ChatPolicy, rng: random.Random) -> float:
     return rng.uniform(policy.reply_delay_min_s, policy.reply_delay_max_s)
 
@@ -313,7 +319,7 @@ def _sniper(
     trigger = find_trigger(facts.text, policy.trigger_words)
     if trigger is None:
         return _skip("no_trigger", "no trigger word in the message")
-    lead = f"trigger {trigger!r} matched; lead recorded"
+    lead = f"trigger {trigger!r} matched; {LEAD_RECORDED}"
     if not policy.sniper_reply:
         return Decision("lead", "trigger", lead, trigger=trigger)
     gate = _reply_gate(policy, now, last_reply_at, rng)

@@ -128,13 +128,19 @@ async def announce_persona_change(db: Executor, user_id: int) -> None:
     await db.execute("SELECT pg_notify($1, $2)", CONFIG_CHANNEL, str(user_id))
 
 
+_DEFAULTS = f"SELECT {', '.join(CONFIG_COLUMNS)} FROM chat_defaults WHERE user_id = $1"  # noqa: S608 - constant column names
+_SET_DEFAULTS = (
+    f"INSERT INTO chat_defaults (user_id, {', '.join(CONFIG_COLUMNS)}) "  # noqa: S608 - constant column names
+    f"VALUES ({', '.join(f'${i}' for i in range(1, len(CONFIG_COLUMNS) + 2))}) "
+    f"ON CONFLICT (user_id) DO UPDATE SET "
+    f"{', '.join(f'{col} = excluded.{col}' for col in CONFIG_COLUMNS)}, updated_at = now()"
+)
+
+
 async def chat_defaults(db: Executor, user_id: int) -> ChatConfig:
     """The user's defaults: what a chat without settings of its own follows (``chat_id``
     0; VIBEE's built-in defaults until the user sets them)."""
-    row = await db.fetchrow(
-        f"SELECT {', '.join(CONFIG_COLUMNS)} FROM chat_defaults WHERE user_id = $1",  # noqa: S608 - constant column names
-        user_id,
-    )
+    row = await db.fetchrow(_DEFAULTS, user_id)
     return config_of({"chat_id": 0, **(dict(row) if row is not None else {})})
 
 
@@ -143,15 +149,7 @@ async def set_chat_defaults(db: Executor, user_id: int, **settings: Any) -> None
     pipeline reads the configs of the user's chats again."""
     if set(settings) != set(CONFIG_COLUMNS):
         raise ValueError(f"chat defaults need every setting: {sorted(CONFIG_COLUMNS)}")
-    columns = ["user_id", *CONFIG_COLUMNS]
-    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-    updates = ", ".join(f"{col} = excluded.{col}" for col in CONFIG_COLUMNS)
-    await db.execute(
-        f"INSERT INTO chat_defaults ({', '.join(columns)}) VALUES ({placeholders}) "  # noqa: S608 - constant column names
-        f"ON CONFLICT (user_id) DO UPDATE SET {updates}, updated_at = now()",
-        user_id,
-        *(settings[col] for col in CONFIG_COLUMNS),
-    )
+    await db.execute(_SET_DEFAULTS, user_id, *(settings[col] for col in CONFIG_COLUMNS))
     await announce_persona_change(db, user_id)
 
 
